@@ -1,0 +1,98 @@
+// Package task holds otpq's wire format: the asynq task type name and the
+// versioned JSON payload that producers write and workers read. Both sides
+// of the queue import it, so the format is defined in exactly one place.
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// TypeSend is the asynq task type of an OTP send. It is a permanent wire
+// name: tasks already in Redis carry it, so it must never change.
+const TypeSend = "otp:send"
+
+// Version is the payload version this build writes.
+const Version = 1
+
+// Queue names. Interactive sends go to QueueCritical, batch jobs to QueueBulk;
+// workers serve QueueCritical first (strict priority).
+const (
+	QueueCritical = "critical"
+	QueueBulk     = "bulk"
+)
+
+// ErrBadPayload is wrapped by every Decode error.
+var ErrBadPayload = errors.New("bad payload")
+
+// Template is the EngageLab template reference of a send.
+type Template struct {
+	ID       string            `json:"id"`
+	Language string            `json:"language,omitempty"`
+	Params   map[string]string `json:"params,omitempty"`
+}
+
+// Payload is the body of an otp:send task.
+type Payload struct {
+	V         int       `json:"v"`
+	To        string    `json:"to"`
+	Code      string    `json:"code"`
+	Template  Template  `json:"template"`
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Encode returns the JSON form of p with the current version.
+func Encode(p Payload) ([]byte, error) {
+	p.V = Version
+	return json.Marshal(p)
+}
+
+// Decode parses and checks a payload. It rejects junk, unknown fields,
+// unknown versions and payloads missing a required field. Errors wrap
+// ErrBadPayload and never contain the code.
+func Decode(b []byte) (Payload, error) {
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return Payload{}, fmt.Errorf("%w: invalid JSON at offset %d", ErrBadPayload, syn.Offset)
+		case errors.As(err, &typ):
+			return Payload{}, fmt.Errorf("%w: field %q has the wrong type", ErrBadPayload, typ.Field)
+		default:
+			// Messages from encoding/json name fields, never values.
+			return Payload{}, fmt.Errorf("%w: %s", ErrBadPayload, jsonErrText(err))
+		}
+	}
+	if dec.More() {
+		return Payload{}, fmt.Errorf("%w: trailing data after JSON object", ErrBadPayload)
+	}
+	switch {
+	case p.V != Version:
+		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d)", ErrBadPayload, p.V, Version)
+	case p.To == "":
+		return Payload{}, fmt.Errorf("%w: missing to", ErrBadPayload)
+	case p.Code == "":
+		return Payload{}, fmt.Errorf("%w: missing code", ErrBadPayload)
+	case p.Template.ID == "":
+		return Payload{}, fmt.Errorf("%w: missing template.id", ErrBadPayload)
+	case p.ExpiresAt.IsZero():
+		return Payload{}, fmt.Errorf("%w: missing expires_at", ErrBadPayload)
+	}
+	return p, nil
+}
+
+func jsonErrText(err error) string {
+	if errors.Is(err, io.EOF) {
+		return "empty payload"
+	}
+	return err.Error()
+}
