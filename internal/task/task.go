@@ -96,3 +96,14 @@ func jsonErrText(err error) string {
 	}
 	return err.Error()
 }
+
+// Result is what a worker writes as the task result of a delivered send.
+type Result struct {
+	MessageID   string    `json:"message_id"`
+	SendChannel string    `json:"send_channel"`
+	Attempts    int       `json:"attempts"`
+	SentAt      time.Time `json:"sent_at"`
+}
+
+// Languages are the template languages the API accepts.
+var Languages = []string{"default", "zh_CN", "zh_HK", "en", "ja", "th", "es"}

@@ -1,0 +1,285 @@
+package producer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/task"
+)
+
+// Queue names accepted by Send. Workers serve QueueCritical strictly before QueueBulk.
+const (
+	QueueCritical = task.QueueCritical
+	QueueBulk     = task.QueueBulk
+)
+
+// Defaults used when the Config or an Option leaves a value at zero.
+const (
+	DefaultExpiry    = 5 * time.Minute
+	DefaultRetention = time.Hour
+	// DefaultMaxRetry bounds asynq's own retry counter; the worker applies
+	// its own, usually lower, limit and the code's expiry on top of it.
+	DefaultMaxRetry = 25
+)
+
+// Sentinel errors. Use errors.Is.
+var (
+	// ErrDuplicate: a task with the same deduplication key is already
+	// queued or was completed within the retention period. Send returns the
+	// existing task's ID with it.
+	ErrDuplicate = errors.New("duplicate send")
+	// ErrNotFound: Status found no task with that ID.
+	ErrNotFound = errors.New("task not found")
+)
+
+// Config configures a Producer. Zero values mean the documented defaults.
+type Config struct {
+	// RedisURL such as redis://:password@host:6379/0, rediss://… (TLS) or
+	// redis-sentinel://…; default redis://127.0.0.1:6379/0. Ignored when
+	// Redis is set.
+	RedisURL string
+	// Redis is an asynq connection option, for callers that build their own.
+	Redis asynq.RedisConnOpt
+	// Retention keeps completed tasks (and so their result) this long; default 1h.
+	Retention time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Producer enqueues OTP sends. It is safe for concurrent use.
+type Producer struct {
+	rdb       redis.UniversalClient
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	retention time.Duration
+	now       func() time.Time
+}
+
+// New connects a Producer. It does not contact Redis until the first call.
+func New(cfg Config) (*Producer, error) {
+	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, 0)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("producer: unsupported redis option %T", opt)
+	}
+	p := &Producer{
+		rdb:       rdb,
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		retention: cfg.Retention,
+		now:       cfg.Now,
+	}
+	if p.retention <= 0 {
+		p.retention = DefaultRetention
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	return p, nil
+}
+
+// Close releases the Redis connections.
+func (p *Producer) Close() error { return p.rdb.Close() }
+
+// Ping checks that Redis answers.
+func (p *Producer) Ping(ctx context.Context) error { return p.rdb.Ping(ctx).Err() }
+
+// Request is one OTP send: deliver Code to To with the EngageLab template
+// TemplateID. Code is a secret; otpq never logs it or returns it in an error.
+type Request struct {
+	// To is an E.164 phone number (+8613800138000) or an e-mail address.
+	To string
+	// Code is the pre-generated one-time code, 1 to 32 printable characters.
+	Code string
+	// TemplateID is the EngageLab template ID.
+	TemplateID string
+	// Language is one of task.Languages or empty for the template's default.
+	Language string
+	// Params fill the template's custom variables.
+	Params map[string]string
+}
+
+// Option adjusts one Send.
+type Option func(*options)
+
+type options struct {
+	queue     string
+	expiresIn time.Duration
+	expiresAt time.Time
+	dedupKey  string
+	delay     time.Duration
+	maxRetry  int
+}
+
+// Queue sends through the named queue: QueueCritical (the default) for
+// interactive sends, QueueBulk for batch jobs.
+func Queue(name string) Option { return func(o *options) { o.queue = name } }
+
+// ExpiresIn sets how long the code stays valid from now (default 5 minutes).
+// An expired code is never sent.
+func ExpiresIn(d time.Duration) Option { return func(o *options) { o.expiresIn = d } }
+
+// ExpiresAt sets the instant the code stops being valid.
+func ExpiresAt(t time.Time) Option { return func(o *options) { o.expiresAt = t } }
+
+// DedupKey makes the send idempotent: a second Send with the same key in the
+// same queue, while the first is queued or retained, returns the first
+// task's ID with ErrDuplicate and enqueues nothing. The key becomes the task ID.
+func DedupKey(key string) Option { return func(o *options) { o.dedupKey = key } }
+
+// Delay holds the send back for d; it must end before the code expires.
+func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
+
+// MaxRetry caps asynq's retry counter for this task (default 25; the worker
+// applies its own limit too).
+func MaxRetry(n int) Option { return func(o *options) { o.maxRetry = n } }
+
+// Prepare validates req and opts and builds the asynq task and options that
+// Send would enqueue, without touching Redis.
+func (p *Producer) prepare(req Request, opts []Option) (*asynq.Task, []asynq.Option, error) {
+	o := options{queue: QueueCritical, maxRetry: DefaultMaxRetry}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := req.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if o.queue != QueueCritical && o.queue != QueueBulk {
+		return nil, nil, invalid("queue", "%q is not %q or %q", o.queue, QueueCritical, QueueBulk)
+	}
+	now := p.now()
+	expires := o.expiresAt
+	if expires.IsZero() {
+		d := o.expiresIn
+		if d == 0 {
+			d = DefaultExpiry
+		}
+		if d < 0 {
+			return nil, nil, invalid("expires_in", "must be positive")
+		}
+		expires = now.Add(d)
+	}
+	if !expires.After(now) {
+		return nil, nil, invalid("expires_at", "the code has already expired")
+	}
+	if o.delay < 0 {
+		return nil, nil, invalid("delay", "must not be negative")
+	}
+	if o.delay > 0 && !now.Add(o.delay).Before(expires) {
+		return nil, nil, invalid("delay", "the code would expire before the send starts")
+	}
+	if o.maxRetry < 0 {
+		return nil, nil, invalid("max_retry", "must not be negative")
+	}
+	payload, err := task.Encode(task.Payload{
+		To: req.To, Code: req.Code,
+		Template:  task.Template{ID: req.TemplateID, Language: req.Language, Params: req.Params},
+		ExpiresAt: expires.UTC(), CreatedAt: now.UTC(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("producer: encode payload: %w", err)
+	}
+	aopts := []asynq.Option{
+		asynq.Queue(o.queue),
+		asynq.MaxRetry(o.maxRetry),
+		asynq.Retention(p.retention),
+	}
+	if o.dedupKey != "" {
+		if err := validateDedupKey(o.dedupKey); err != nil {
+			return nil, nil, err
+		}
+		aopts = append(aopts, asynq.TaskID(o.dedupKey))
+	}
+	if o.delay > 0 {
+		aopts = append(aopts, asynq.ProcessIn(o.delay))
+	}
+	return asynq.NewTask(task.TypeSend, payload), aopts, nil
+}
+
+// Send validates req and enqueues it, returning the task ID. Invalid input
+// returns a *ValidationError (errors.Is ErrInvalid) and enqueues nothing; a
+// repeated DedupKey returns the existing ID and ErrDuplicate.
+func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (string, error) {
+	t, aopts, err := p.prepare(req, opts)
+	if err != nil {
+		return "", err
+	}
+	return p.enqueue(ctx, t, aopts)
+}
+
+func (p *Producer) enqueue(ctx context.Context, t *asynq.Task, aopts []asynq.Option) (string, error) {
+	info, err := p.client.EnqueueContext(ctx, t, aopts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		id := ""
+		for _, o := range aopts {
+			if o.Type() == asynq.TaskIDOpt {
+				id = o.Value().(string)
+			}
+		}
+		return id, fmt.Errorf("%w: task %s already exists", ErrDuplicate, id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("producer: enqueue: %w", err)
+	}
+	return info.ID, nil
+}
+
+// Status describes a task as Status finds it.
+type Status struct {
+	ID    string `json:"id"`
+	Queue string `json:"queue"`
+	// State is asynq's: pending, active, scheduled, retry, archived
+	// (dead-lettered), completed.
+	State string `json:"state"`
+	// Attempts made so far that failed and counted against the retry limit;
+	// for a completed task, the attempts it took.
+	Attempts    int       `json:"attempts"`
+	MessageID   string    `json:"message_id,omitempty"`
+	SendChannel string    `json:"send_channel,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	NextProcess time.Time `json:"next_process_at,omitzero"`
+	CompletedAt time.Time `json:"completed_at,omitzero"`
+}
+
+// Status looks a task up in every otpq queue. It returns ErrNotFound when
+// no queue holds it (never enqueued, or deleted after its retention).
+func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
+	for _, q := range []string{QueueCritical, QueueBulk} {
+		info, err := p.inspector.GetTaskInfo(q, id)
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("producer: status: %w", err)
+		}
+		return statusOf(info), nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+}
+
+func statusOf(info *asynq.TaskInfo) *Status {
+	s := &Status{
+		ID: info.ID, Queue: info.Queue, State: info.State.String(),
+		Attempts: info.Retried, LastError: info.LastErr, CompletedAt: info.CompletedAt,
+	}
+	if info.State == asynq.TaskStateScheduled || info.State == asynq.TaskStateRetry {
+		s.NextProcess = info.NextProcessAt
+	}
+	if len(info.Result) > 0 {
+		var r task.Result
+		if json.Unmarshal(info.Result, &r) == nil {
+			s.MessageID, s.SendChannel, s.Attempts = r.MessageID, r.SendChannel, r.Attempts
+		}
+	}
+	return s
+}

@@ -1,0 +1,171 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/redistest"
+	"github.com/otpq/otpq/internal/task"
+)
+
+const canary = "CANARY-5521"
+
+func validRequest() Request {
+	return Request{To: "+8618701235678", Code: canary, TemplateID: "login", Language: "en", Params: map[string]string{"name": "Bob"}}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		field string
+		mod   func(*Request)
+	}{
+		{"to", func(r *Request) { r.To = "" }},
+		{"to", func(r *Request) { r.To = "8618701235678" }},
+		{"to", func(r *Request) { r.To = "+86 187 0123 5678" }},
+		{"to", func(r *Request) { r.To = "+0123456789" }},
+		{"to", func(r *Request) { r.To = "+1234567" }},
+		{"to", func(r *Request) { r.To = "+1234567890123456" }},
+		{"to", func(r *Request) { r.To = "bob@localhost" }},
+		{"to", func(r *Request) { r.To = "Bob <bob@example.com>" }},
+		{"to", func(r *Request) { r.To = "bob@@example.com" }},
+		{"code", func(r *Request) { r.Code = "" }},
+		{"code", func(r *Request) { r.Code = strings.Repeat("9", MaxCodeLen+1) }},
+		{"code", func(r *Request) { r.Code = "12 34" }},
+		{"template", func(r *Request) { r.TemplateID = "" }},
+		{"template", func(r *Request) { r.TemplateID = strings.Repeat("t", MaxTemplateIDLen+1) }},
+		{"language", func(r *Request) { r.Language = "fr" }},
+		{"params", func(r *Request) { r.Params = map[string]string{"": "x"} }},
+		{"params", func(r *Request) { r.Params = map[string]string{"k": strings.Repeat("v", MaxParamValueLen+1)} }},
+		{"params", func(r *Request) {
+			r.Params = map[string]string{}
+			for i := range MaxParams + 1 {
+				r.Params[strings.Repeat("k", i+1)] = "v"
+			}
+		}},
+	}
+	for _, tc := range cases {
+		r := validRequest()
+		tc.mod(&r)
+		err := r.Validate()
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve, "request %+v", r)
+		require.Equal(t, tc.field, ve.Field, err.Error())
+		require.ErrorIs(t, err, ErrInvalid)
+		require.NotContains(t, err.Error(), canary)
+	}
+	for _, to := range []string{"+8613800138000", "support@engagelab.com", "a.b+c@mail.example.co.uk"} {
+		r := validRequest()
+		r.To = to
+		require.NoError(t, r.Validate(), to)
+	}
+	r := validRequest()
+	r.Language, r.Params = "", nil
+	require.NoError(t, r.Validate())
+}
+
+type bundle struct {
+	p   *Producer
+	db  *redistest.DB
+	ins *asynq.Inspector
+	now time.Time
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	db := redistest.New(t)
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	p, err := New(Config{RedisURL: db.URL(), Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number})
+	t.Cleanup(func() { ins.Close() })
+	return bundle{p: p, db: db, ins: ins, now: now}
+}
+
+func TestSendEnqueuesPayload(t *testing.T) {
+	b := setup(t)
+	id, err := b.p.Send(context.Background(), validRequest(), ExpiresIn(90*time.Second))
+	require.NoError(t, err)
+	info, err := b.ins.GetTaskInfo(QueueCritical, id)
+	require.NoError(t, err)
+	require.Equal(t, task.TypeSend, info.Type)
+	require.Equal(t, DefaultMaxRetry, info.MaxRetry)
+	require.Equal(t, DefaultRetention, info.Retention)
+	p, err := task.Decode(info.Payload)
+	require.NoError(t, err)
+	require.Equal(t, task.Payload{
+		V: task.Version, To: "+8618701235678", Code: canary,
+		Template:  task.Template{ID: "login", Language: "en", Params: map[string]string{"name": "Bob"}},
+		ExpiresAt: b.now.Add(90 * time.Second), CreatedAt: b.now,
+	}, p)
+}
+
+func TestSendInvalidEnqueuesNothing(t *testing.T) {
+	b := setup(t)
+	r := validRequest()
+	r.To = "12345"
+	_, err := b.p.Send(context.Background(), r)
+	require.ErrorIs(t, err, ErrInvalid)
+	for _, opt := range []Option{Queue("default"), ExpiresIn(-time.Second), ExpiresAt(b.now.Add(-time.Second)),
+		Delay(10 * time.Minute), DedupKey("has space"), DedupKey(strings.Repeat("k", 200))} {
+		_, err := b.p.Send(context.Background(), validRequest(), opt)
+		require.ErrorIs(t, err, ErrInvalid)
+	}
+	keys, err := b.db.Client.Keys(context.Background(), "*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "nothing may reach Redis")
+}
+
+func TestSendDedupKey(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	id, err := b.p.Send(ctx, validRequest(), DedupKey("order-77:login"))
+	require.NoError(t, err)
+	require.Equal(t, "order-77:login", id)
+	id2, err := b.p.Send(ctx, validRequest(), DedupKey("order-77:login"))
+	require.ErrorIs(t, err, ErrDuplicate)
+	require.Equal(t, id, id2)
+	q, err := b.ins.GetQueueInfo(QueueCritical)
+	require.NoError(t, err)
+	require.Equal(t, 1, q.Pending)
+}
+
+func TestSendQueueAndDelay(t *testing.T) {
+	b := setup(t)
+	id, err := b.p.Send(context.Background(), validRequest(), Queue(QueueBulk), Delay(time.Minute))
+	require.NoError(t, err)
+	info, err := b.ins.GetTaskInfo(QueueBulk, id)
+	require.NoError(t, err)
+	require.Equal(t, asynq.TaskStateScheduled, info.State)
+}
+
+func TestStatus(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	id, err := b.p.Send(ctx, validRequest(), Queue(QueueBulk))
+	require.NoError(t, err)
+	st, err := b.p.Status(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, Status{ID: id, Queue: QueueBulk, State: "pending"}, *st)
+
+	_, err = b.p.Status(ctx, "no-such-task")
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestSendRedisDownIsReported(t *testing.T) {
+	p, err := New(Config{RedisURL: "redis://127.0.0.1:1/0"})
+	require.NoError(t, err)
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = p.Send(ctx, validRequest())
+	require.Error(t, err)
+	require.False(t, errors.Is(err, ErrInvalid))
+	require.NotContains(t, err.Error(), canary)
+}
