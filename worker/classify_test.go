@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/engagelab"
+)
+
+// specCodes is every row of the spec's error-code table with its HTTP status.
+var specCodes = []struct {
+	code, status int
+	want         Kind
+}{
+	{1000, 500, Retry},
+	{2001, 401, Permanent},
+	{2002, 401, Permanent},
+	{2004, 403, Permanent},
+	{3001, 400, Permanent},
+	{3002, 400, Permanent},
+	{3003, 400, Permanent},
+	{3004, 400, Permanent},
+	{4001, 400, Permanent},
+	{5001, 400, Permanent},
+	{5011, 400, Permanent},
+	{5012, 400, Permanent},
+	{5013, 400, Permanent},
+	{5014, 400, Permanent},
+	{5015, 400, Permanent},
+	{5016, 400, Permanent},
+	{5017, 400, Permanent},
+	{5018, 400, Permanent},
+	{5019, 400, Permanent},
+	{5020, 400, Permanent},
+}
+
+func TestClassifySpecCodes(t *testing.T) {
+	for _, c := range specCodes {
+		err := &engagelab.APIError{StatusCode: c.status, Code: c.code, Message: "m"}
+		require.Equal(t, c.want, classify(err, nil), "code %d", c.code)
+	}
+}
+
+func TestClassifyOther(t *testing.T) {
+	cases := []struct {
+		name  string
+		err   error
+		extra map[int]bool
+		want  Kind
+	}{
+		{"1999 on a 400", &engagelab.APIError{StatusCode: 400, Code: 1999}, nil, Retry},
+		{"proxy 502 without code", &engagelab.APIError{StatusCode: 502}, nil, Retry},
+		{"503 with a 5001 body", &engagelab.APIError{StatusCode: 503, Code: 5001}, nil, Retry},
+		{"throttle", &engagelab.APIError{StatusCode: 429, RetryAfter: time.Second}, nil, Throttle},
+		{"operator-added 5016", &engagelab.APIError{StatusCode: 400, Code: 5016}, map[int]bool{5016: true}, Retry},
+		{"unknown 4xx", &engagelab.APIError{StatusCode: 404}, nil, Permanent},
+		{"timeout", &engagelab.TransportError{Sent: true, Err: context.DeadlineExceeded}, nil, Retry},
+		{"refused", &engagelab.TransportError{Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, nil, Retry},
+		{"wrapped", fmt.Errorf("x: %w", &engagelab.APIError{StatusCode: 400, Code: 5013}), nil, Permanent},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.want, classify(tc.err, tc.extra), tc.name)
+	}
+}
+
+func TestDeadLetterIsSkipRetry(t *testing.T) {
+	err := newDeadLetter(ReasonProvider, nil, "engagelab 5013: Number has been blacklisted")
+	require.True(t, errors.Is(err, asynq.SkipRetry))
+	require.Equal(t, "engagelab 5013: Number has been blacklisted", err.Error())
+}
+
+func TestRetryDelayAndIsFailure(t *testing.T) {
+	f := retryDelay(3 * time.Second)
+	cause := errors.New("boom")
+	require.Equal(t, 7*time.Second, f(0, &retryLater{delay: 7 * time.Second, counted: true, cause: cause}, nil))
+	require.Equal(t, 3*time.Second, f(0, asynq.ErrLeaseExpired, nil))
+	require.True(t, isFailure(&retryLater{counted: true, cause: cause}))
+	require.False(t, isFailure(&retryLater{counted: false, cause: cause}))
+	require.True(t, isFailure(cause))
+}
+
+func TestBackoffBoundedAndGrowing(t *testing.T) {
+	w := &Worker{cfg: Config{RetryMinDelay: time.Second, RetryMaxDelay: 20 * time.Second}}
+	for n := range 12 {
+		for range 50 {
+			d := w.backoff(n)
+			require.GreaterOrEqual(t, d, time.Second)
+			require.LessOrEqual(t, d, 20*time.Second)
+		}
+	}
+	// Retry 4 waits ~16s ±50%: always more than the first retry's 1s ±50%.
+	require.Greater(t, w.backoff(4), 3*time.Second/2)
+}

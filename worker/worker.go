@@ -1,0 +1,349 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/redact"
+	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/task"
+)
+
+// Defaults used when a Config field is zero.
+const (
+	DefaultConcurrency   = 100
+	DefaultMaxRetry      = 8
+	DefaultRetryMinDelay = time.Second
+	DefaultRetryMaxDelay = time.Minute
+	DefaultHTTPTimeout   = 10 * time.Second
+	DefaultPollInterval  = 10 * time.Millisecond
+)
+
+// Config configures a Worker. Zero values mean the documented defaults.
+type Config struct {
+	// RedisURL as for producer.Config; ignored when Redis is set.
+	RedisURL string
+	// Redis is an asynq connection option, for callers that build their own.
+	Redis asynq.RedisConnOpt
+
+	// EngageLab credentials and endpoint. DevKey and DevSecret are required
+	// unless Sender is set.
+	BaseURL, DevKey, DevSecret string
+	// HTTPTimeout bounds one provider request; default 10s.
+	HTTPTimeout time.Duration
+
+	// Concurrency is the number of sends in flight at once across the
+	// process; default 100. The HTTP connection pool is sized to match.
+	Concurrency int
+	// Servers is the number of asynq servers the process runs, each
+	// fetching tasks on its own; default GOMAXPROCS, at most Concurrency.
+	Servers int
+	// MaxRetry is the most retries of a task after its first attempt;
+	// default 8; negative disables retries. A task's own, lower asynq
+	// MaxRetry also applies.
+	MaxRetry int
+	// RetryMinDelay and RetryMaxDelay bound the exponential, jittered retry
+	// schedule; defaults 1s and 1m.
+	RetryMinDelay, RetryMaxDelay time.Duration
+	// RetryCodes are EngageLab error codes to retry on top of 1000–1999
+	// (for example 5016, internal sending error).
+	RetryCodes []int
+	// PollInterval is how often an idle server looks for new tasks; default
+	// 10ms, so that a code enqueued into an idle system is picked up within
+	// ~15ms. asynq's own default is 1s.
+	PollInterval time.Duration
+	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
+	// sends; default HTTPTimeout + 5s, so a started request always finishes.
+	ShutdownTimeout time.Duration
+
+	// Logger receives one line per delivery outcome; default slog.Default().
+	Logger *slog.Logger
+	// Sender replaces the EngageLab client (tests, the benchmark baseline).
+	Sender Sender
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Sender delivers one send. *engagelab.Client implements it.
+type Sender interface {
+	Send(ctx context.Context, req engagelab.Request) (*engagelab.Response, error)
+}
+
+// Worker delivers otp:send tasks. Create it with New, then Run it (or
+// Start and Shutdown).
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	sender  Sender
+	rdb     redis.UniversalClient
+	servers []*asynq.Server
+	extra   map[int]bool
+	now     func() time.Time
+
+	mu      sync.Mutex
+	started bool
+}
+
+// New checks cfg and builds a Worker. It does not contact Redis.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Servers <= 0 {
+		cfg.Servers = runtime.GOMAXPROCS(0)
+	}
+	cfg.Servers = min(cfg.Servers, cfg.Concurrency)
+	switch {
+	case cfg.MaxRetry == 0:
+		cfg.MaxRetry = DefaultMaxRetry
+	case cfg.MaxRetry < 0:
+		cfg.MaxRetry = 0 // retries disabled
+	}
+	if cfg.RetryMinDelay <= 0 {
+		cfg.RetryMinDelay = DefaultRetryMinDelay
+	}
+	if cfg.RetryMaxDelay <= 0 {
+		cfg.RetryMaxDelay = DefaultRetryMaxDelay
+	}
+	if cfg.RetryMaxDelay < cfg.RetryMinDelay {
+		return nil, fmt.Errorf("worker: RetryMaxDelay %s is below RetryMinDelay %s", cfg.RetryMaxDelay, cfg.RetryMinDelay)
+	}
+	if cfg.HTTPTimeout <= 0 {
+		cfg.HTTPTimeout = DefaultHTTPTimeout
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = cfg.HTTPTimeout + 5*time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	sender := cfg.Sender
+	if sender == nil {
+		c, err := engagelab.New(engagelab.Config{
+			BaseURL: cfg.BaseURL, DevKey: cfg.DevKey, DevSecret: cfg.DevSecret,
+			Timeout: cfg.HTTPTimeout, MaxConns: cfg.Concurrency,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		sender = c
+	}
+	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+10*cfg.Servers)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("worker: unsupported redis option %T", opt)
+	}
+	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}}
+	for _, c := range cfg.RetryCodes {
+		w.extra[c] = true
+	}
+	per, rest := cfg.Concurrency/cfg.Servers, cfg.Concurrency%cfg.Servers
+	for i := range cfg.Servers {
+		n := per
+		if i < rest {
+			n++
+		}
+		w.servers = append(w.servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:              n,
+			Queues:                   map[string]int{task.QueueCritical: 10, task.QueueBulk: 1},
+			StrictPriority:           true,
+			TaskCheckInterval:        cfg.PollInterval,
+			DelayedTaskCheckInterval: 250 * time.Millisecond,
+			RetryDelayFunc:           retryDelay(cfg.RetryMinDelay),
+			IsFailure:                isFailure,
+			ShutdownTimeout:          cfg.ShutdownTimeout,
+			Logger:                   asynqLogger{cfg.Logger},
+			LogLevel:                 asynq.WarnLevel,
+		}))
+	}
+	return w, nil
+}
+
+// Start starts fetching and delivering tasks in the background.
+func (w *Worker) Start() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return errors.New("worker: already started")
+	}
+	mux := asynq.NewServeMux()
+	mux.Handle(task.TypeSend, asynq.HandlerFunc(w.processTask))
+	for i, s := range w.servers {
+		if err := s.Start(mux); err != nil {
+			for _, started := range w.servers[:i] {
+				started.Shutdown()
+			}
+			return fmt.Errorf("worker: start: %w", err)
+		}
+	}
+	w.started = true
+	w.log.Info("worker started", "servers", len(w.servers), "concurrency", w.cfg.Concurrency,
+		"max_retry", w.cfg.MaxRetry, "poll_interval", w.cfg.PollInterval.String())
+	return nil
+}
+
+// Shutdown stops fetching, waits up to ShutdownTimeout for in-flight sends,
+// puts back what is still running and closes the Redis connections.
+func (w *Worker) Shutdown() {
+	var wg sync.WaitGroup
+	for _, s := range w.servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Shutdown() }()
+	}
+	wg.Wait()
+	_ = w.rdb.Close()
+	w.log.Info("worker stopped")
+}
+
+// Run starts the worker and blocks until ctx is done, then shuts down
+// gracefully.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Shutdown()
+	return nil
+}
+
+// Ping checks that Redis answers.
+func (w *Worker) Ping(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }
+
+// processTask is the asynq handler of otp:send.
+func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	attempt := retried + 1
+	log := w.log.With("task_id", id, "attempt", attempt)
+
+	p, err := task.Decode(t.Payload())
+	if err != nil {
+		log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
+		return newDeadLetter(ReasonBadPayload, err, "%s: %v (not sent)", ReasonBadPayload, errors.Unwrap(err))
+	}
+	log = log.With("to", redact.Destination(p.To), "template", p.Template.ID)
+	now := w.now()
+	if !now.Before(p.ExpiresAt) {
+		log.Warn("dead-lettered", "outcome", "expired", "reason", ReasonExpired, "expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
+		return newDeadLetter(ReasonExpired, nil, "%s: code expired at %s, before delivery (not sent)", ReasonExpired, p.ExpiresAt.Format(time.RFC3339))
+	}
+
+	start := time.Now()
+	resp, err := w.send(ctx, p)
+	latency := time.Since(start)
+	log = log.With("latency_ms", latency.Milliseconds())
+	if err == nil {
+		res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: w.now().UTC()})
+		if _, werr := t.ResultWriter().Write(res); werr != nil {
+			// The code went out; losing the result must not send it again.
+			log.Warn("could not store result", "error", werr.Error())
+		}
+		log.Info("delivered", "outcome", "delivered", "message_id", resp.MessageID, "send_channel", resp.SendChannel)
+		return nil
+	}
+	return w.failed(log, err, p, retried)
+}
+
+// failed turns a failed attempt into asynq's next step: a dead letter or a
+// retry at a time the handler chose.
+func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int) error {
+	var apiErr *engagelab.APIError
+	code := 0
+	if errors.As(err, &apiErr) {
+		code = apiErr.Code
+		log = log.With("engagelab_code", code, "http_status", apiErr.StatusCode)
+	}
+	kind := classify(err, w.extra)
+	if kind == Permanent {
+		log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonProvider, "error", err.Error())
+		return newDeadLetter(ReasonProvider, err, "%s", reasonText(err))
+	}
+	now := w.now()
+	var delay time.Duration
+	if kind == Throttle {
+		delay = max(apiErr.RetryAfter, w.cfg.RetryMinDelay)
+	} else {
+		if retried >= w.cfg.MaxRetry {
+			log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonExhausted, "error", err.Error())
+			return newDeadLetter(ReasonExhausted, err, "%s after %d attempts: %s", ReasonExhausted, retried+1, reasonText(err))
+		}
+		delay = w.backoff(retried)
+	}
+	if !now.Add(delay).Before(p.ExpiresAt) {
+		log.Warn("dead-lettered", "outcome", "expired", "reason", ReasonExpired, "error", err.Error())
+		return newDeadLetter(ReasonExpired, err, "%s: code expires before the next attempt would start: %s", ReasonExpired, reasonText(err))
+	}
+	log.Warn("will retry", "outcome", kind.String(), "retry_in_ms", delay.Milliseconds(), "error", err.Error())
+	return &retryLater{delay: delay, counted: kind == Retry, cause: err}
+}
+
+// reasonText is the provider's code and message, the form operators read in
+// the archive: "engagelab 5013: Number has been blacklisted".
+func reasonText(err error) string {
+	var apiErr *engagelab.APIError
+	if errors.As(err, &apiErr) && apiErr.Code != 0 {
+		return fmt.Sprintf("engagelab %d: %s", apiErr.Code, apiErr.Message)
+	}
+	return err.Error()
+}
+
+// backoff is the delay before retry n+1: exponential from RetryMinDelay,
+// doubling, ±50% jitter, capped at RetryMaxDelay.
+func (w *Worker) backoff(n int) time.Duration {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(w.cfg.RetryMinDelay),
+		backoff.WithMaxInterval(w.cfg.RetryMaxDelay),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMaxElapsedTime(0),
+	)
+	d := b.NextBackOff()
+	for range n {
+		d = b.NextBackOff()
+	}
+	return min(max(d, w.cfg.RetryMinDelay), w.cfg.RetryMaxDelay)
+}
+
+// send makes the provider call, retrying inside this attempt only failures
+// that provably never reached the provider (connection refused, DNS), at
+// most three times within ~0.5s and never past the code's expiry. A request
+// whose outcome is unknown is never re-sent here.
+func (w *Worker) send(ctx context.Context, p task.Payload) (*engagelab.Response, error) {
+	req := engagelab.Request{To: p.To, Code: p.Code, Template: engagelab.Template{
+		ID: p.Template.ID, Language: p.Template.Language, Params: p.Template.Params,
+	}}
+	ctx, cancel := context.WithDeadline(ctx, p.ExpiresAt)
+	defer cancel()
+	quick := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(250*time.Millisecond),
+	), 3), ctx)
+	return backoff.RetryWithData(func() (*engagelab.Response, error) {
+		resp, err := w.sender.Send(ctx, req)
+		var te *engagelab.TransportError
+		if err != nil && !(errors.As(err, &te) && !te.Sent) {
+			return nil, backoff.Permanent(err)
+		}
+		return resp, err
+	}, quick)
+}
