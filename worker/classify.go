@@ -105,13 +105,20 @@ func (e *retryLater) Unwrap() error { return e.cause }
 
 // retryDelay is asynq's RetryDelayFunc: the delay the handler decided, or
 // fallback for failures the handler never saw (a lease lost in a crash).
+// asynq stores the retry time in whole seconds, truncated, which would run a
+// retry up to 1s early; the delay is rounded up to the next whole second so
+// that a Retry-After is never cut short.
 func retryDelay(fallback time.Duration) asynq.RetryDelayFunc {
 	return func(n int, err error, t *asynq.Task) time.Duration {
+		d := fallback
 		var rl *retryLater
 		if errors.As(err, &rl) {
-			return rl.delay
+			d = rl.delay
 		}
-		return fallback
+		if frac := time.Now().Add(d).Nanosecond(); frac > 0 {
+			d += time.Second - time.Duration(frac)
+		}
+		return d
 	}
 }
 

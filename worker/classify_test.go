@@ -79,8 +79,13 @@ func TestDeadLetterIsSkipRetry(t *testing.T) {
 func TestRetryDelayAndIsFailure(t *testing.T) {
 	f := retryDelay(3 * time.Second)
 	cause := errors.New("boom")
-	require.Equal(t, 7*time.Second, f(0, &retryLater{delay: 7 * time.Second, counted: true, cause: cause}, nil))
-	require.Equal(t, 3*time.Second, f(0, asynq.ErrLeaseExpired, nil))
+	d := f(0, &retryLater{delay: 7 * time.Second, counted: true, cause: cause}, nil)
+	require.True(t, d >= 7*time.Second && d <= 8*time.Second, d)
+	d = f(0, asynq.ErrLeaseExpired, nil)
+	require.True(t, d >= 3*time.Second && d <= 4*time.Second, d)
+	// Rounded so that now+d is a whole second: asynq truncates to seconds.
+	d = f(0, cause, nil)
+	require.Less(t, time.Now().Add(d).Nanosecond(), int(50*time.Millisecond))
 	require.True(t, isFailure(&retryLater{counted: true, cause: cause}))
 	require.False(t, isFailure(&retryLater{counted: false, cause: cause}))
 	require.True(t, isFailure(cause))
