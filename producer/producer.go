@@ -241,8 +241,8 @@ type Status struct {
 	// State is asynq's: pending, active, scheduled, retry, archived
 	// (dead-lettered), completed.
 	State string `json:"state"`
-	// Attempts made so far that failed and counted against the retry limit;
-	// for a completed task, the attempts it took.
+	// Attempts is the number of delivery attempts made so far (attempts
+	// throttled by the provider are not counted).
 	Attempts    int       `json:"attempts"`
 	MessageID   string    `json:"message_id,omitempty"`
 	SendChannel string    `json:"send_channel,omitempty"`
@@ -272,8 +272,11 @@ func statusOf(info *asynq.TaskInfo) *Status {
 		ID: info.ID, Queue: info.Queue, State: info.State.String(),
 		Attempts: info.Retried, LastError: info.LastErr, CompletedAt: info.CompletedAt,
 	}
-	if info.State == asynq.TaskStateScheduled || info.State == asynq.TaskStateRetry {
+	switch info.State {
+	case asynq.TaskStateScheduled, asynq.TaskStateRetry:
 		s.NextProcess = info.NextProcessAt
+	case asynq.TaskStateArchived:
+		s.Attempts++ // asynq does not count the attempt that dead-lettered the task
 	}
 	if len(info.Result) > 0 {
 		var r task.Result

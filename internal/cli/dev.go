@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/producer"
+	"github.com/otpq/otpq/worker"
+)
+
+// devSample is one of the sends otpq dev makes to show each outcome.
+type devSample struct {
+	label string
+	to    string
+	rule  *fakeengagelab.Rule
+}
+
+var devSamples = []devSample{
+	{label: "delivered", to: "+8613800138000"},
+	{label: "retried, then delivered", to: "+8613800138001", rule: &fakeengagelab.Rule{Status: 500, Code: 1000, Times: 1}},
+	{label: "dead-lettered", to: "+8613800138002", rule: &fakeengagelab.Rule{Code: 5013}},
+	{label: "delivered by e-mail", to: "support@example.com"},
+}
+
+func (m *Main) devCmd() *ffcli.Command {
+	fs := flag.NewFlagSet("otpq dev", flag.ContinueOnError)
+	once := fs.Bool("once", false, "exit after the sample sends have finished")
+	log := newLogFlags(fs)
+	return m.newCommand("dev", "otpq dev [--once]", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends.",
+		`Starts an embedded Redis (miniredis), the fake EngageLab, and a worker, makes
+a few sample sends and prints how each ended: delivered, retried then
+delivered, dead-lettered with the provider's reason. Runs until Ctrl-C
+(or, with --once, until the samples finish). Nothing to install or configure.`, fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("dev takes no arguments, got %q", args)
+			}
+			if *log.level == "info" {
+				*log.level = "warn" // keep the demo's own output readable
+			}
+			logger, err := m.logger(log)
+			if err != nil {
+				return err
+			}
+			return m.runDev(ctx, logger, *once)
+		})
+}
+
+func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool) error {
+	mr, err := miniredis.Run()
+	if err != nil {
+		return fmt.Errorf("dev: embedded redis: %w", err)
+	}
+	defer mr.Close()
+	redisURL := "redis://" + mr.Addr() + "/0"
+
+	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "dev", DevSecret: "dev-secret"})
+	var rules []fakeengagelab.Rule
+	for _, s := range devSamples {
+		if s.rule != nil {
+			r := *s.rule
+			r.To = s.to
+			rules = append(rules, r)
+		}
+	}
+	fake.SetRules(rules...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("dev: fake provider: %w", err)
+	}
+	fakeCtx, stopFake := context.WithCancel(context.Background())
+	defer stopFake()
+	go serveUntilDone(fakeCtx, ln, fake)
+
+	w, err := worker.New(worker.Config{
+		RedisURL: redisURL, BaseURL: "http://" + ln.Addr().String(), DevKey: "dev", DevSecret: "dev-secret",
+		Concurrency: 10, HTTPTimeout: 5 * time.Second, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Shutdown()
+	p, err := producer.New(producer.Config{RedisURL: redisURL})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	out := m.Stdout
+	fmt.Fprintf(out, "otpq dev: embedded Redis at %s, fake EngageLab at http://%s\n", redisURL, ln.Addr())
+	fmt.Fprintf(out, "Sending %d sample codes…\n", len(devSamples))
+	ids := make([]string, len(devSamples))
+	for i, s := range devSamples {
+		id, err := p.Send(ctx, producer.Request{To: s.to, Code: fmt.Sprintf("%06d", 100000+i*111111), TemplateID: "demo-login"})
+		if err != nil {
+			return fmt.Errorf("dev: send sample: %w", err)
+		}
+		ids[i] = id
+	}
+	for i, s := range devSamples {
+		st, err := waitFinal(ctx, p, ids[i], 30*time.Second)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("  %-26s task %s → %s after %d attempt(s)", s.label, ids[i], st.State, st.Attempts)
+		if st.MessageID != "" {
+			line += fmt.Sprintf(", message_id %s via %s", st.MessageID, st.SendChannel)
+		}
+		if st.State == "archived" {
+			line += fmt.Sprintf(", reason %q", st.LastError)
+		}
+		fmt.Fprintln(out, line)
+	}
+	if once {
+		return nil
+	}
+	fmt.Fprintf(out, "Enqueue more with: OTPQ_REDIS_URL=%s go run ./cmd/otpq send --to +8613800138000 --code 123456 --template demo-login\n", redisURL)
+	fmt.Fprintln(out, "Press Ctrl-C to stop.")
+	<-ctx.Done()
+	return nil
+}
+
+// waitFinal polls a task until it is completed or archived.
+func waitFinal(ctx context.Context, p *producer.Producer, id string, limit time.Duration) (*producer.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		st, err := p.Status(ctx, id)
+		if err != nil && !errors.Is(err, producer.ErrNotFound) {
+			return nil, err
+		}
+		if st != nil && (st.State == "completed" || st.State == "archived") {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dev: task %s did not finish within %s", id, limit)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/worker"
+)
+
+// engagelabEnv reads the provider credentials from the environment.
+func (m *Main) engagelabEnv() (baseURL, key, secret string, err error) {
+	key, secret = m.Getenv("ENGAGELAB_DEV_KEY"), m.Getenv("ENGAGELAB_DEV_SECRET")
+	var missing []string
+	if key == "" {
+		missing = append(missing, "ENGAGELAB_DEV_KEY")
+	}
+	if secret == "" {
+		missing = append(missing, "ENGAGELAB_DEV_SECRET")
+	}
+	if len(missing) > 0 {
+		return "", "", "", usagef("missing EngageLab credentials: set %s in the environment (never on the command line)", strings.Join(missing, " and "))
+	}
+	baseURL = m.Getenv("ENGAGELAB_BASE_URL")
+	if baseURL == "" {
+		baseURL = engagelab.DefaultBaseURL
+	}
+	return baseURL, key, secret, nil
+}
+
+type workerFlags struct {
+	redisURL                    *string
+	concurrency, servers, retry *int
+	retryMin, retryMax, httpTO  *time.Duration
+	poll, shutdown              *time.Duration
+	retryCodes                  *string
+	log                         logFlags
+}
+
+func newWorkerFlags(fs *flag.FlagSet) *workerFlags {
+	return &workerFlags{
+		redisURL:    redisFlag(fs),
+		concurrency: fs.Int("concurrency", worker.DefaultConcurrency, "sends in flight at once"),
+		servers:     fs.Int("servers", 0, "asynq servers (fetch loops) in this process; 0 = one per CPU"),
+		retry:       fs.Int("max-retry", worker.DefaultMaxRetry, "retries of a task after its first attempt"),
+		retryMin:    fs.Duration("retry-min-delay", worker.DefaultRetryMinDelay, "first retry delay (exponential, jittered)"),
+		retryMax:    fs.Duration("retry-max-delay", worker.DefaultRetryMaxDelay, "largest retry delay"),
+		httpTO:      fs.Duration("http-timeout", worker.DefaultHTTPTimeout, "timeout of one provider request"),
+		poll:        fs.Duration("poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks"),
+		shutdown:    fs.Duration("shutdown-timeout", 0, "how long shutdown waits for in-flight sends; 0 = http-timeout + 5s"),
+		retryCodes:  fs.String("retry-codes", "", "extra EngageLab error codes to retry, comma-separated (e.g. 5016)"),
+		log:         newLogFlags(fs),
+	}
+}
+
+// config checks the flags and builds a worker.Config (credentials excluded).
+func (f *workerFlags) config() (worker.Config, error) {
+	if *f.concurrency <= 0 {
+		return worker.Config{}, usagef("--concurrency: must be positive, got %d", *f.concurrency)
+	}
+	if *f.servers < 0 {
+		return worker.Config{}, usagef("--servers: must not be negative, got %d", *f.servers)
+	}
+	if *f.retry < 0 {
+		return worker.Config{}, usagef("--max-retry: must not be negative, got %d", *f.retry)
+	}
+	for name, d := range map[string]time.Duration{"retry-min-delay": *f.retryMin, "retry-max-delay": *f.retryMax, "http-timeout": *f.httpTO, "poll-interval": *f.poll} {
+		if err := positive(name, d); err != nil {
+			return worker.Config{}, err
+		}
+	}
+	if *f.retryMax < *f.retryMin {
+		return worker.Config{}, usagef("--retry-max-delay %s is below --retry-min-delay %s", *f.retryMax, *f.retryMin)
+	}
+	codes, err := parseCodes(*f.retryCodes)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	maxRetry := *f.retry
+	if maxRetry == 0 {
+		maxRetry = -1 // explicit "no retries" is not "default"
+	}
+	cfg := worker.Config{
+		RedisURL: *f.redisURL, Concurrency: *f.concurrency, Servers: *f.servers,
+		MaxRetry: maxRetry, RetryMinDelay: *f.retryMin, RetryMaxDelay: *f.retryMax,
+		HTTPTimeout: *f.httpTO, PollInterval: *f.poll, ShutdownTimeout: *f.shutdown, RetryCodes: codes,
+	}
+	return cfg, nil
+}
+
+func parseCodes(s string) ([]int, error) {
+	var codes []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 1000 || n > 9999 {
+			return nil, usagef("--retry-codes: %q is not a 4-digit EngageLab error code", part)
+		}
+		codes = append(codes, n)
+	}
+	return codes, nil
+}
+
+func (m *Main) workerCmd() *ffcli.Command {
+	fs := flag.NewFlagSet("otpq worker", flag.ContinueOnError)
+	f := newWorkerFlags(fs)
+	return m.newCommand("worker", "otpq worker [flags]", "Run the delivery worker pool until SIGINT/SIGTERM.",
+		`Fetches otp:send tasks from the critical queue, then the bulk queue (strict
+priority), and delivers them through EngageLab. Needs ENGAGELAB_DEV_KEY and
+ENGAGELAB_DEV_SECRET in the environment (exit 2 without them, before Redis is
+touched). ENGAGELAB_BASE_URL overrides the endpoint.`, fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("worker takes no arguments, got %q", args)
+			}
+			if err := m.checkRedisURL(*f.redisURL); err != nil {
+				return err
+			}
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			log, err := m.logger(f.log)
+			if err != nil {
+				return err
+			}
+			cfg.BaseURL, cfg.DevKey, cfg.DevSecret, err = m.engagelabEnv()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			w, err := worker.New(cfg)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			return w.Run(ctx)
+		})
+}
