@@ -10,7 +10,8 @@ help: ## list the targets
 build: ## build bin/otpq
 	$(GO) build -o $(BIN) ./cmd/otpq
 
-test: ## run the whole test suite (needs a Redis on 127.0.0.1:6379 or $$OTPQ_TEST_REDIS_ADDR)
+test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers)
+	bash .ci/ensure-redis
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 dev: ## zero-setup demo: embedded Redis, fake provider, worker
