@@ -16,8 +16,14 @@ import (
 // name: tasks already in Redis carry it, so it must never change.
 const TypeSend = "otp:send"
 
-// Version is the payload version this build writes.
+// Version is the payload version this build writes for a plaintext code.
 const Version = 1
+
+// VersionSealed is the payload version of a payload whose code is sealed
+// (encrypted, see internal/sealing): it carries Sealed instead of Code.
+// Builds that predate it reject it as an unknown version instead of
+// sending an empty code. Decode reads both versions.
+const VersionSealed = 2
 
 // Queue names. Interactive sends go to QueueCritical, batch jobs to QueueBulk;
 // workers serve QueueCritical first (strict priority).
@@ -38,18 +44,53 @@ type Template struct {
 
 // Payload is the body of an otp:send task.
 type Payload struct {
-	V         int       `json:"v"`
-	To        string    `json:"to"`
-	Code      string    `json:"code"`
+	V    int    `json:"v"`
+	To   string `json:"to"`
+	Code string `json:"code,omitempty"`
+	// Sealed is the code encrypted with a payload key (version 2 only):
+	// kid:base64(nonce‖ciphertext‖tag), bound to To.
+	Sealed    string    `json:"sealed,omitempty"`
 	Template  Template  `json:"template"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
+	// Scrubbed is set on the stored copy of a finished task whose code was
+	// removed (see Scrub); such a payload can never be sent again.
+	Scrubbed bool `json:"scrubbed,omitempty"`
 }
 
-// Encode returns the JSON form of p with the current version.
+// Encode returns the JSON form of p: version 1 with a plaintext Code,
+// VersionSealed with a Sealed code.
 func Encode(p Payload) ([]byte, error) {
 	p.V = Version
+	if p.Sealed != "" {
+		if p.Code != "" {
+			return nil, errors.New("task: a payload carries either code or sealed, not both")
+		}
+		p.V = VersionSealed
+	}
 	return json.Marshal(p)
+}
+
+// Scrub returns the stored payload b with its code (plaintext or sealed)
+// removed and Scrubbed set, for a task that is finished and must not keep a
+// live code. It works on the raw JSON so that fields and versions this
+// build does not know are kept. ok is false when b is not a JSON object or
+// holds no code (already scrubbed, or not otpq's).
+func Scrub(b []byte) (out []byte, ok bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil || m == nil {
+		return nil, false
+	}
+	_, hasCode := m["code"]
+	_, hasSealed := m["sealed"]
+	if !hasCode && !hasSealed {
+		return nil, false
+	}
+	delete(m, "code")
+	delete(m, "sealed")
+	m["scrubbed"] = json.RawMessage("true")
+	out, err := json.Marshal(m)
+	return out, err == nil
 }
 
 // Decode parses and checks a payload. It rejects junk, unknown fields,
@@ -76,11 +117,17 @@ func Decode(b []byte) (Payload, error) {
 		return Payload{}, fmt.Errorf("%w: trailing data after JSON object", ErrBadPayload)
 	}
 	switch {
-	case p.V != Version:
-		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d)", ErrBadPayload, p.V, Version)
+	case p.V != Version && p.V != VersionSealed:
+		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d and %d)", ErrBadPayload, p.V, Version, VersionSealed)
+	case p.Scrubbed:
+		return Payload{}, fmt.Errorf("%w: the code was scrubbed when the task finished; it cannot be sent again", ErrBadPayload)
 	case p.To == "":
 		return Payload{}, fmt.Errorf("%w: missing to", ErrBadPayload)
-	case p.Code == "":
+	case p.V == Version && p.Sealed != "":
+		return Payload{}, fmt.Errorf("%w: version %d cannot carry a sealed code", ErrBadPayload, Version)
+	case p.V == VersionSealed && (p.Sealed == "" || p.Code != ""):
+		return Payload{}, fmt.Errorf("%w: version %d needs a sealed code and no plaintext code", ErrBadPayload, VersionSealed)
+	case p.V == Version && p.Code == "":
 		return Payload{}, fmt.Errorf("%w: missing code", ErrBadPayload)
 	case p.Template.ID == "":
 		return Payload{}, fmt.Errorf("%w: missing template.id", ErrBadPayload)
