@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -51,6 +52,21 @@ type Config struct {
 	Retention time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+
+	// DestinationLimit is the most sends Send enqueues for one destination
+	// within DestinationWindow, counted in Redis across every producer;
+	// default 5; negative turns the guard off. A refused Send returns a
+	// *DestinationLimitError (errors.Is ErrDestinationLimited). A duplicate
+	// or a failed enqueue gives its slot back.
+	DestinationLimit int
+	// DestinationWindow is the guard's sliding window; default 15 minutes.
+	DestinationWindow time.Duration
+
+	// PayloadKeys seals codes at rest: kid:base64(32 bytes)[,kid2:…], as in
+	// OTPQ_PAYLOAD_KEY. The first key encrypts (AES-256-GCM); the worker
+	// needs it (or a ring holding it) to decrypt. Empty stores codes in
+	// plaintext.
+	PayloadKeys string
 }
 
 // Producer enqueues OTP sends. It is safe for concurrent use.
@@ -60,6 +76,8 @@ type Producer struct {
 	inspector *asynq.Inspector
 	retention time.Duration
 	now       func() time.Time
+	keys      *sealing.Keyring
+	guard     *destGuard
 }
 
 // New connects a Producer. It does not contact Redis until the first call.
@@ -72,7 +90,13 @@ func New(cfg Config) (*Producer, error) {
 	if !ok {
 		return nil, fmt.Errorf("producer: unsupported redis option %T", opt)
 	}
+	keys, err := sealing.Parse(cfg.PayloadKeys)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("producer: PayloadKeys: %w", err)
+	}
 	p := &Producer{
+		keys:      keys,
 		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
@@ -84,6 +108,16 @@ func New(cfg Config) (*Producer, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if cfg.DestinationLimit >= 0 {
+		g := &destGuard{rdb: rdb, limit: cfg.DestinationLimit, window: cfg.DestinationWindow}
+		if g.limit == 0 {
+			g.limit = DefaultDestinationLimit
+		}
+		if g.window <= 0 {
+			g.window = DefaultDestinationWindow
+		}
+		p.guard = g
 	}
 	return p, nil
 }
@@ -181,11 +215,19 @@ func (p *Producer) prepare(req Request, opts []Option) (*asynq.Task, []asynq.Opt
 	if o.maxRetry < 0 {
 		return nil, nil, invalid("max_retry", "must not be negative")
 	}
-	payload, err := task.Encode(task.Payload{
+	tp := task.Payload{
 		To: req.To, Code: req.Code,
 		Template:  task.Template{ID: req.TemplateID, Language: req.Language, Params: req.Params},
 		ExpiresAt: expires.UTC(), CreatedAt: now.UTC(),
-	})
+	}
+	if p.keys.Enabled() {
+		sealed, err := p.keys.Seal(req.Code, req.To)
+		if err != nil {
+			return nil, nil, fmt.Errorf("producer: seal code: %w", err)
+		}
+		tp.Code, tp.Sealed = "", sealed
+	}
+	payload, err := task.Encode(tp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("producer: encode payload: %w", err)
 	}
@@ -208,13 +250,25 @@ func (p *Producer) prepare(req Request, opts []Option) (*asynq.Task, []asynq.Opt
 
 // Send validates req and enqueues it, returning the task ID. Invalid input
 // returns a *ValidationError (errors.Is ErrInvalid) and enqueues nothing; a
-// repeated DedupKey returns the existing ID and ErrDuplicate.
+// repeated DedupKey returns the existing ID and ErrDuplicate; a destination
+// over its DestinationLimit returns a *DestinationLimitError (errors.Is
+// ErrDestinationLimited) and enqueues nothing.
 func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (string, error) {
 	t, aopts, err := p.prepare(req, opts)
 	if err != nil {
 		return "", err
 	}
-	return p.enqueue(ctx, t, aopts)
+	// Count first, enqueue second, give the slot back when nothing was
+	// enqueued: concurrent sends can never overshoot the limit.
+	release, err := p.guard.take(ctx, req.To)
+	if err != nil {
+		return "", err
+	}
+	id, err := p.enqueue(ctx, t, aopts)
+	if err != nil {
+		release()
+	}
+	return id, err
 }
 
 func (p *Producer) enqueue(ctx context.Context, t *asynq.Task, aopts []asynq.Option) (string, error) {

@@ -1,0 +1,111 @@
+package producer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/otpq/otpq/internal/redact"
+)
+
+// Defaults of the per-destination guard. EngageLab itself refuses a second
+// code for the same template and user within the code's validity (3004);
+// the guard bounds all templates together, so that one number cannot be
+// flooded ("SMS pumping") however the sends are spread.
+const (
+	DefaultDestinationLimit  = 5
+	DefaultDestinationWindow = 15 * time.Minute
+)
+
+// ErrDestinationLimited: the destination already had DestinationLimit sends
+// within DestinationWindow; nothing was enqueued. The error is a
+// *DestinationLimitError.
+var ErrDestinationLimited = errors.New("destination send limit reached")
+
+// DestinationLimitError says why a send was refused by the per-destination
+// guard and when the destination can receive again. Its text masks the
+// destination.
+type DestinationLimitError struct {
+	// To is the masked destination (+86187****5678).
+	To string
+	// Limit sends are allowed per Window.
+	Limit  int
+	Window time.Duration
+	// RetryAfter is when the oldest counted send leaves the window.
+	RetryAfter time.Duration
+}
+
+func (e *DestinationLimitError) Error() string {
+	return fmt.Sprintf("%s: %s already had %d sends in the last %s; retry after %s",
+		ErrDestinationLimited, e.To, e.Limit, e.Window, e.RetryAfter.Round(time.Second))
+}
+
+// Unwrap makes errors.Is(err, ErrDestinationLimited) true.
+func (e *DestinationLimitError) Unwrap() error { return ErrDestinationLimited }
+
+// destGuardScript is a sliding-window log per destination: a sorted set of
+// send tokens scored by Redis's own clock in milliseconds. It drops entries
+// older than the window, refuses when limit remain, else records the token.
+// Returns {1, 0} when counted, {0, ms until the oldest entry leaves}.
+var destGuardScript = redis.NewScript(`
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now - window)
+if redis.call("ZCARD", KEYS[1]) >= limit then
+  local oldest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
+  return {0, tonumber(oldest[2]) + window - now}
+end
+redis.call("ZADD", KEYS[1], now, ARGV[3])
+redis.call("PEXPIRE", KEYS[1], window)
+return {1, 0}
+`)
+
+// destGuard counts sends per destination in Redis, so that every producer
+// sharing the Redis shares the budget.
+type destGuard struct {
+	rdb    redis.UniversalClient
+	limit  int
+	window time.Duration
+}
+
+// destKey names a destination's counter by a hash, so that keys listed in
+// Redis do not reveal phone numbers or e-mail addresses.
+func destKey(to string) string {
+	sum := sha256.Sum256([]byte("otpq/dest/" + to))
+	return "otpq:dest:" + hex.EncodeToString(sum[:16])
+}
+
+// take counts one send to to. It returns a release func that gives the slot
+// back (for an enqueue that failed or was a duplicate), or a
+// *DestinationLimitError when the budget is spent.
+func (g *destGuard) take(ctx context.Context, to string) (release func(), err error) {
+	if g == nil {
+		return func() {}, nil
+	}
+	var tok [12]byte
+	_, _ = rand.Read(tok[:])
+	member := hex.EncodeToString(tok[:])
+	key := destKey(to)
+	res, err := destGuardScript.Run(ctx, g.rdb, []string{key}, g.window.Milliseconds(), g.limit, member).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("producer: destination guard: %w", err)
+	}
+	if res[0] == 0 {
+		return nil, &DestinationLimitError{To: redact.Destination(to), Limit: g.limit, Window: g.window,
+			RetryAfter: time.Duration(max(res[1], 0)) * time.Millisecond}
+	}
+	return func() {
+		// Best effort on a fresh context: the caller's may be done.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		g.rdb.ZRem(ctx, key, member)
+	}, nil
+}
