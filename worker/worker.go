@@ -12,9 +12,11 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/metrics"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
@@ -73,6 +75,9 @@ type Config struct {
 	Sender Sender
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Registerer receives otpq's delivery metrics (see internal/metrics);
+	// nil records none.
+	Registerer prometheus.Registerer
 }
 
 // Sender delivers one send. *engagelab.Client implements it.
@@ -90,9 +95,11 @@ type Worker struct {
 	servers []*asynq.Server
 	extra   map[int]bool
 	now     func() time.Time
+	metrics *metrics.Delivery // nil: no metrics
 
 	mu      sync.Mutex
 	started bool
+	stopped bool
 }
 
 // New checks cfg and builds a Worker. It does not contact Redis.
@@ -145,6 +152,14 @@ func New(cfg Config) (*Worker, error) {
 		}
 		sender = c
 	}
+	var dm *metrics.Delivery
+	if cfg.Registerer != nil {
+		var err error
+		if dm, err = metrics.NewDelivery(cfg.Registerer, deadLetterLabels()); err != nil {
+			return nil, fmt.Errorf("worker: metrics: %w", err)
+		}
+		sender = timedSender{Sender: sender, m: dm}
+	}
 	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+10*cfg.Servers)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -153,7 +168,7 @@ func New(cfg Config) (*Worker, error) {
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported redis option %T", opt)
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}}
+	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}, metrics: dm}
 	for _, c := range cfg.RetryCodes {
 		w.extra[c] = true
 	}
@@ -205,6 +220,9 @@ func (w *Worker) Start() error {
 // Shutdown stops fetching, waits up to ShutdownTimeout for in-flight sends,
 // puts back what is still running and closes the Redis connections.
 func (w *Worker) Shutdown() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range w.servers {
 		wg.Add(1)
@@ -230,13 +248,24 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) Ping(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }
 
 // processTask is the asynq handler of otp:send.
-func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
+func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := retried + 1
 	log := w.log.With("task_id", id, "attempt", attempt)
 
-	p, err := task.Decode(t.Payload())
+	var p task.Payload
+	defer w.metrics.Begin()()
+	defer func() {
+		if x := recover(); x != nil {
+			err = w.recovered(log, x)
+			if !p.ExpiresAt.IsZero() {
+				err = w.failed(log, err, p, retried)
+			}
+		}
+		w.record(err, p.CreatedAt)
+	}()
+	p, err = task.Decode(t.Payload())
 	if err != nil {
 		log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
 		return newDeadLetter(ReasonBadPayload, err, "%s: %v (not sent)", ReasonBadPayload, errors.Unwrap(err))
@@ -258,7 +287,7 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 			// The code went out; losing the result must not send it again.
 			log.Warn("could not store result", "error", werr.Error())
 		}
-		log.Info("delivered", "outcome", "delivered", "message_id", resp.MessageID, "send_channel", resp.SendChannel)
+		log.Info("delivered", "outcome", "delivered", "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
 		return nil
 	}
 	return w.failed(log, err, p, retried)
@@ -271,8 +300,9 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	code := 0
 	if errors.As(err, &apiErr) {
 		code = apiErr.Code
-		log = log.With("engagelab_code", code, "http_status", apiErr.StatusCode)
+		log = log.With("http_status", apiErr.StatusCode)
 	}
+	log = log.With("engagelab_code", code)
 	kind := classify(err, w.extra)
 	if kind == Permanent {
 		log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonProvider, "error", err.Error())

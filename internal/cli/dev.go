@@ -11,8 +11,10 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
 )
@@ -34,11 +36,14 @@ var devSamples = []devSample{
 func (m *Main) devCmd() *ffcli.Command {
 	fs := flag.NewFlagSet("otpq dev", flag.ContinueOnError)
 	once := fs.Bool("once", false, "exit after the sample sends have finished")
+	of := newOpsFlags(fs)
 	log := newLogFlags(fs)
 	return m.newCommand("dev", "otpq dev [--once]", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends.",
 		`Starts an embedded Redis (miniredis), the fake EngageLab, and a worker, makes
 a few sample sends and prints how each ended: delivered, retried then
-delivered, dead-lettered with the provider's reason. Runs until Ctrl-C
+delivered, dead-lettered with the provider's reason. Also serves the web UI
+and metrics (--http-addr, default 127.0.0.1:8080, or a free port when that
+is taken) and prints their addresses. Runs until Ctrl-C
 (or, with --once, until the samples finish). Nothing to install or configure.`, fs,
 		func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -51,11 +56,11 @@ delivered, dead-lettered with the provider's reason. Runs until Ctrl-C
 			if err != nil {
 				return err
 			}
-			return m.runDev(ctx, logger, *once)
+			return m.runDev(ctx, logger, *once, of)
 		})
 }
 
-func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool) error {
+func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of opsFlags) error {
 	mr, err := miniredis.Run()
 	if err != nil {
 		return fmt.Errorf("dev: embedded redis: %w", err)
@@ -81,13 +86,19 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool) error
 	defer stopFake()
 	go serveUntilDone(fakeCtx, ln, fake)
 
+	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
 		RedisURL: redisURL, BaseURL: "http://" + ln.Addr().String(), DevKey: "dev", DevSecret: "dev-secret",
-		Concurrency: 10, HTTPTimeout: 5 * time.Second, Logger: logger,
+		Concurrency: 10, HTTPTimeout: 5 * time.Second, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
+	uiAddr, stopOps, err := m.startDevOps(of, redisURL, reg, w.Ready, logger)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := w.Start(); err != nil {
 		return err
 	}
@@ -100,6 +111,9 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool) error
 
 	out := m.Stdout
 	fmt.Fprintf(out, "otpq dev: embedded Redis at %s, fake EngageLab at http://%s\n", redisURL, ln.Addr())
+	if uiAddr != "" {
+		fmt.Fprintf(out, "Web UI:  http://%s%s\nMetrics: http://%s/metrics  (health: /healthz, /readyz)\n", uiAddr, ops.UIPath, uiAddr)
+	}
 	fmt.Fprintf(out, "Sending %d sample codes…\n", len(devSamples))
 	ids := make([]string, len(devSamples))
 	for i, s := range devSamples {

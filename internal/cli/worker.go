@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/worker"
@@ -112,11 +113,18 @@ func parseCodes(s string) ([]int, error) {
 func (m *Main) workerCmd() *ffcli.Command {
 	fs := flag.NewFlagSet("otpq worker", flag.ContinueOnError)
 	f := newWorkerFlags(fs)
+	of := newOpsFlags(fs)
 	return m.newCommand("worker", "otpq worker [flags]", "Run the delivery worker pool until SIGINT/SIGTERM.",
 		`Fetches otp:send tasks from the critical queue, then the bulk queue (strict
 priority), and delivers them through EngageLab. Needs ENGAGELAB_DEV_KEY and
 ENGAGELAB_DEV_SECRET in the environment (exit 2 without them, before Redis is
-touched). ENGAGELAB_BASE_URL overrides the endpoint.`, fs,
+touched). ENGAGELAB_BASE_URL overrides the endpoint.
+
+Serves the ops endpoints on --http-addr (default 127.0.0.1:8080): the web UI
+on /monitoring/, Prometheus metrics on /metrics, /healthz and /readyz. The UI
+can delete and re-run tasks: set OTPQ_UI_USER and OTPQ_UI_PASSWORD in the
+environment for basic auth, or pass --ui-read-only; with neither, a
+non-loopback --http-addr is refused (exit 2).`, fs,
 		func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("worker takes no arguments, got %q", args)
@@ -137,10 +145,12 @@ touched). ENGAGELAB_BASE_URL overrides the endpoint.`, fs,
 				return err
 			}
 			cfg.Logger = log
+			reg := prometheus.NewRegistry()
+			cfg.Registerer = reg
 			w, err := worker.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
 			}
-			return w.Run(ctx)
+			return m.runWorker(ctx, w, cfg, reg, of, log)
 		})
 }

@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/otpq/otpq/internal/ops"
+	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/worker"
+)
+
+// DefaultHTTPAddr is where the ops server (web UI, metrics, probes) listens.
+const DefaultHTTPAddr = "127.0.0.1:8080"
+
+// opsFlags are the ops server's flags; its credentials come only from the
+// environment (OTPQ_UI_USER, OTPQ_UI_PASSWORD).
+type opsFlags struct {
+	addr     *string
+	readOnly *bool
+}
+
+func newOpsFlags(fs *flag.FlagSet) opsFlags {
+	return opsFlags{
+		addr:     fs.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
+		readOnly: fs.Bool("ui-read-only", false, "serve the web UI without delete/run/archive actions"),
+	}
+}
+
+// opsServer builds the ops server from the flags and the environment; nil
+// when --http-addr is empty. Configuration mistakes (an unprotected UI on a
+// public address) are usage errors.
+func (m *Main) opsServer(f opsFlags, redis asynq.RedisConnOpt, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*ops.Server, error) {
+	if *f.addr == "" {
+		return nil, nil
+	}
+	s, err := ops.New(ops.Config{
+		Addr: *f.addr, Redis: redis, Registry: reg, Ready: ready, Logger: log, ReadOnly: *f.readOnly,
+		User: m.Getenv("OTPQ_UI_USER"), Password: m.Getenv("OTPQ_UI_PASSWORD"),
+	})
+	if err != nil {
+		return nil, usagef("--http-addr: %v", err)
+	}
+	return s, nil
+}
+
+// runWorker runs w and, unless --http-addr is empty, the ops server beside
+// it, until ctx is done.
+func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Config, reg *prometheus.Registry, f opsFlags, log *slog.Logger) error {
+	opt, err := workerRedis(cfg)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	srv, err := m.opsServer(f, opt, reg, w.Ready, log)
+	if err != nil {
+		return err
+	}
+	if srv == nil {
+		return w.Run(ctx)
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("ops server listening", "ui", "http://"+ln.Addr().String()+ops.UIPath, "metrics", "http://"+ln.Addr().String()+"/metrics")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	err = w.Run(ctx)
+	cancel()
+	if serr := <-served; err == nil && serr != nil {
+		err = fmt.Errorf("ops server: %w", serr)
+	}
+	return err
+}
+
+// workerRedis is the Redis connection the ops server shares with the worker
+// configuration (a small pool: the UI and scrapes only).
+func workerRedis(cfg worker.Config) (asynq.RedisConnOpt, error) {
+	return redisconn.Option(cfg.RedisURL, cfg.Redis, 10)
+}
+
+// listenOrFree listens on addr, or on a free loopback port when addr is
+// taken (otpq dev must start even when 8080 is busy).
+func listenOrFree(s *ops.Server, addr string) (net.Listener, error) {
+	ln, err := s.Listen()
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) || !ops.IsLoopback(addr) {
+		return ln, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	return net.Listen("tcp", net.JoinHostPort(host, "0"))
+}
+
+// DefaultHealthURL is what otpq healthcheck asks by default.
+const DefaultHealthURL = "http://127.0.0.1:8080/readyz"
+
+func (m *Main) healthcheckCmd() *ffcli.Command {
+	fs := flag.NewFlagSet("otpq healthcheck", flag.ContinueOnError)
+	url := fs.String("url", DefaultHealthURL, "URL to GET: the worker's /readyz or /healthz")
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	return m.newCommand("healthcheck", "otpq healthcheck [--url URL]", "Exit 0 if the ops server answers 200 (for container health checks).",
+		`GETs --url (default the local worker's /readyz) and exits 0 on HTTP 200,
+1 otherwise, printing the server's reason. For the Docker HEALTHCHECK: the
+image has no curl.`, fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("healthcheck takes no arguments, got %q", args)
+			}
+			if err := positive("timeout", *timeout); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(*url, "http://") && !strings.HasPrefix(*url, "https://") {
+				return usagef("--url: %q is not an http:// or https:// URL", *url)
+			}
+			ctx, cancel := context.WithTimeout(ctx, *timeout)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+			if err != nil {
+				return usagef("--url: %v", err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("healthcheck: %w", err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			msg := strings.TrimSpace(string(body))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("healthcheck: %s: %s: %s", *url, resp.Status, msg)
+			}
+			fmt.Fprintln(m.Stdout, msg)
+			return nil
+		})
+}
+
+// startDevOps starts the ops server of otpq dev: on --http-addr, or a free
+// port when that is taken. It returns the address it listens on ("" when
+// --http-addr is empty) and a func that stops it.
+func (m *Main) startDevOps(f opsFlags, redisURL string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (string, func(), error) {
+	opt, err := redisconn.Option(redisURL, nil, 10)
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := m.opsServer(f, opt, reg, ready, log)
+	if err != nil || srv == nil {
+		return "", func() {}, err
+	}
+	ln, err := listenOrFree(srv, *f.addr)
+	if err != nil {
+		srv.Close()
+		return "", nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Error("ops server", "error", err.Error())
+		}
+	}()
+	return ln.Addr().String(), func() { cancel(); <-served }, nil
+}

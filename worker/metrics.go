@@ -1,0 +1,105 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/metrics"
+)
+
+// deadLetterLabels maps the dead-letter reasons to their metric label values.
+func deadLetterLabels() map[string]string {
+	return map[string]string{
+		ReasonBadPayload: "bad_payload",
+		ReasonExpired:    "expired",
+		ReasonExhausted:  "retries_exhausted",
+		ReasonProvider:   "provider_rejected",
+	}
+}
+
+// timedSender observes the duration of every provider request.
+type timedSender struct {
+	Sender
+	m *metrics.Delivery
+}
+
+func (s timedSender) Send(ctx context.Context, req engagelab.Request) (*engagelab.Response, error) {
+	start := time.Now()
+	resp, err := s.Sender.Send(ctx, req)
+	result := metrics.ResultOK
+	if err != nil {
+		result = metrics.ResultTransport
+		var apiErr *engagelab.APIError
+		if errors.As(err, &apiErr) {
+			result = metrics.ResultAPIError
+		}
+	}
+	s.m.ProviderRequest(result, time.Since(start))
+	return resp, err
+}
+
+// record counts the outcome of one attempt from the error processTask
+// returns to asynq (nil: delivered). It is the one place that turns outcomes
+// into metrics, so that processTask and failed need no metric calls.
+func (w *Worker) record(err error, createdAt time.Time) {
+	if w.metrics == nil {
+		return
+	}
+	code := 0
+	var apiErr *engagelab.APIError
+	if errors.As(err, &apiErr) {
+		code = apiErr.Code
+	}
+	var dl *deadLetter
+	var rl *retryLater
+	switch {
+	case err == nil:
+		w.metrics.Delivered(createdAt, w.now())
+	case errors.As(err, &dl):
+		w.metrics.DeadLettered(dl.category, code, dl.category == ReasonExpired)
+	case errors.As(err, &rl):
+		kind := metrics.OutcomeRetry
+		if !rl.counted {
+			kind = metrics.OutcomeThrottle
+		}
+		w.metrics.Retried(kind, code)
+	default:
+		w.metrics.Retried(metrics.OutcomeRetry, code)
+	}
+}
+
+// errPanic is the cause of an attempt whose handler panicked.
+var errPanic = errors.New("handler panic")
+
+// recovered turns a panic in the handler into an ordinary failed attempt.
+// asynq would store the panic value as the task's error and log it; the
+// value may hold the code (a panic inside the provider client, say), so it
+// is withheld: the log line has the panic's type and the stack trace (Go
+// prints argument words in hex, never string contents).
+func (w *Worker) recovered(log *slog.Logger, x any) error {
+	log.Error("handler panic", "panic_type", fmt.Sprintf("%T", x), "stack", string(debug.Stack()))
+	return fmt.Errorf("%w (%T; value withheld, it may hold the code)", errPanic, x)
+}
+
+// Ready reports whether the worker is processing: started, not shut down,
+// and Redis answers. The error says which is not the case.
+func (w *Worker) Ready(ctx context.Context) error {
+	w.mu.Lock()
+	started, stopped := w.started, w.stopped
+	w.mu.Unlock()
+	switch {
+	case !started:
+		return errors.New("worker not started")
+	case stopped:
+		return errors.New("worker shutting down")
+	}
+	if err := w.Ping(ctx); err != nil {
+		return fmt.Errorf("redis unreachable: %w", err)
+	}
+	return nil
+}
