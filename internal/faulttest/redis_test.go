@@ -1,0 +1,167 @@
+//go:build fault
+
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// producerLoop enqueues one task every gap until stop is closed, each with a
+// 1s deadline; it returns how many Sends failed and one error text per
+// distinct message.
+type producerLoop struct {
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	mu       sync.Mutex
+	rejected int
+	errs     map[string]int
+}
+
+func (b *bundle) produce(gap time.Duration, params map[string]string) *producerLoop {
+	l := &producerLoop{stop: make(chan struct{}), errs: map[string]int{}}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := b.sendTo(ctx, b.nextTo(), fmt.Sprintf("%06d", 200000+i), params)
+			cancel()
+			if err != nil {
+				l.mu.Lock()
+				l.rejected++
+				msg := err.Error()
+				if len(msg) > 120 {
+					msg = msg[:120]
+				}
+				l.errs[msg]++
+				l.mu.Unlock()
+			}
+			time.Sleep(gap)
+		}
+	}()
+	return l
+}
+
+func (l *producerLoop) halt() (rejected int, errs map[string]int) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.rejected, l.errs
+}
+
+// TestRedisRestartedMidRun: Redis (AOF, appendfsync always) is killed with
+// SIGKILL and restarted on the same port and data directory while tasks are
+// being produced and delivered.
+func TestRedisRestartedMidRun(t *testing.T) {
+	rep := newReport(t, 3, "Redis killed (`kill -9`, AOF `appendfsync always`) and restarted mid-run", "lost 0")
+	b := setup(t, setupOpts{aof: true, latency: 50 * time.Millisecond})
+	w := b.startWorker("--concurrency", "20")
+	loop := b.produce(10*time.Millisecond, nil)
+	b.waitDelivered(50, 30*time.Second)
+
+	b.redis.proc.signal(syscall.SIGKILL)
+	require.True(t, b.redis.proc.wait(5*time.Second))
+	time.Sleep(2 * time.Second)
+	b.redis.start()
+	time.Sleep(2 * time.Second)
+	rejected, errs := loop.halt()
+
+	tasks := b.all()
+	f := b.settle(tasks, 150*time.Second)
+	rep.figure("accepted %d (%d enqueues refused while Redis was down); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; worker kept running: %v",
+		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, w.running())
+	t.Log(f, "; enqueue errors: ", errs)
+	require.Zero(t, f.Lost, "lost: %s", f)
+	require.True(t, w.running(), "the worker exited when Redis restarted:\n%s", w.log())
+}
+
+// TestRedisUnreachable: Redis is frozen with SIGSTOP for 10s (connections
+// hang, as with a network partition) while tasks are produced and
+// delivered; the same worker process must resume without a restart.
+func TestRedisUnreachable(t *testing.T) {
+	rep := newReport(t, 4, "Redis unreachable for 10 s (SIGSTOP: connections hang)", "lost 0; the same worker process delivers tasks enqueued after the outage")
+	b := setup(t, setupOpts{latency: 50 * time.Millisecond})
+	w := b.startWorker("--concurrency", "20")
+	loop := b.produce(10*time.Millisecond, nil)
+	b.waitDelivered(50, 30*time.Second)
+
+	b.redis.proc.signal(syscall.SIGSTOP)
+	time.Sleep(10 * time.Second)
+	b.redis.proc.signal(syscall.SIGCONT)
+	rejected, errs := loop.halt()
+
+	// Recovery without restart: fresh tasks are delivered by the same process.
+	resumedAt := time.Now()
+	after := b.sendN(50)
+	f2 := b.settle(after, 60*time.Second)
+	recovery := time.Since(resumedAt).Round(100 * time.Millisecond)
+	require.True(t, w.running(), "the worker exited during the outage:\n%s", w.log())
+
+	tasks := b.all()
+	f := b.settle(tasks, 150*time.Second)
+	rep.figure("accepted %d (%d enqueues failed during the outage); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; 50 tasks enqueued after the outage delivered by the same worker in %s",
+		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, recovery)
+	t.Log(f, "; enqueue errors: ", errs)
+	require.Positive(t, rejected, "no enqueue failed while Redis was stopped: the outage did not happen")
+	require.Zero(t, f2.Lost, "after the outage: %s", f2)
+	require.Equal(t, 50, f2.Delivered, "after the outage: %s", f2)
+	require.Zero(t, f.Lost, "lost: %s", f)
+}
+
+// TestRedisMaxmemory: with maxmemory reached (noeviction), Send returns
+// Redis's OOM error to the caller and everything it did accept is delivered.
+func TestRedisMaxmemory(t *testing.T) {
+	rep := newReport(t, 10, "Redis at `maxmemory` (noeviction) while producing", "enqueue errors reach the caller (OOM); lost 0")
+	b := setup(t, setupOpts{latency: 20 * time.Millisecond})
+	ctx := context.Background()
+	w := b.startWorker("--concurrency", "10")
+	used, err := b.redis.c.InfoMap(ctx, "memory").Result()
+	require.NoError(t, err)
+	base := used["Memory"]["used_memory"]
+	require.NotEmpty(t, base)
+	var baseN int64
+	_, err = fmt.Sscan(base, &baseN)
+	require.NoError(t, err)
+	require.NoError(t, b.redis.c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	require.NoError(t, b.redis.c.ConfigSet(ctx, "maxmemory", fmt.Sprint(baseN+2<<20)).Err())
+
+	params := map[string]string{"pad": strings.Repeat("x", 500), "pad2": strings.Repeat("y", 500), "pad3": strings.Repeat("z", 500)}
+	rejected, oom := 0, 0
+	var other []string
+	for i := range 4000 {
+		_, err := b.sendTo(ctx, b.nextTo(), fmt.Sprintf("%06d", 300000+i), params)
+		if err != nil {
+			rejected++
+			if strings.Contains(err.Error(), "OOM") {
+				oom++
+			} else if len(other) < 3 {
+				other = append(other, err.Error())
+			}
+		}
+		if rejected >= 200 {
+			break
+		}
+	}
+	require.NoError(t, b.redis.c.ConfigSet(ctx, "maxmemory", "0").Err())
+	tasks := b.all()
+	f := b.settle(tasks, 150*time.Second)
+	rep.figure("accepted %d, refused %d (%d with Redis's OOM error); lost %d; delivered %d, dead-lettered %d; leftover active %d, lease %d",
+		f.Accepted, rejected, oom, f.Lost, f.Delivered, f.DeadLettered, f.Active, f.Lease)
+	t.Log(f, "; other errors: ", other)
+	require.Positive(t, rejected, "maxmemory was never hit: the scenario tested nothing")
+	require.Equal(t, rejected, oom, "enqueue errors without the OOM reason: %v", other)
+	require.Zero(t, f.Lost, "lost: %s", f)
+	require.True(t, w.running(), "worker exited:\n%s", w.log())
+}
