@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/otpq
 
-.PHONY: help build test test-race dev lint
+.PHONY: help build test test-fault test-race dev lint
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -10,9 +10,16 @@ help: ## list the targets
 build: ## build bin/otpq
 	$(GO) build -o $(BIN) ./cmd/otpq
 
-test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers)
+test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers), then the fault suite
 	bash .ci/ensure-redis
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-fault
+
+test-fault: ## fault-injection suite: real worker/fake/redis-server processes; regenerates RELIABILITY.md
+	bash .ci/ensure-redis
+	@command -v redis-server >/dev/null 2>&1 || { echo "test-fault: redis-server not found (apt-get install redis-server)"; exit 1; }
+	$(GO) vet -tags fault ./internal/faulttest/
+	OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md $(GO) test -tags fault -count=1 -timeout 15m -v ./internal/faulttest/
 
 dev: ## zero-setup demo: embedded Redis, fake provider, worker
 	$(GO) run ./cmd/otpq dev
