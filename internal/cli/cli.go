@@ -114,7 +114,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input (nothing done),
 3 duplicate send, 4 bulk rows rejected.`,
 		FlagSet: fs,
 		Subcommands: []*ffcli.Command{
-			m.workerCmd(), m.sendCmd(), m.statusCmd(), m.fakeCmd(), m.devCmd(), m.healthcheckCmd(),
+			m.workerCmd(), m.sendCmd(), m.statusCmd(), m.fakeCmd(), m.devCmd(), m.healthcheckCmd(), m.bulkCmd(),
 		},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {

@@ -1,0 +1,125 @@
+package bulk
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/producer"
+)
+
+const canary = "CANARY-8080"
+
+func TestDeriveKeyIgnoresTheCode(t *testing.T) {
+	a := producer.Request{To: "+8618700000001", Code: "111111", TemplateID: "login", Params: map[string]string{"a": "1", "b": "2"}}
+	b := a
+	b.Code = "222222"
+	b.Params = map[string]string{"b": "2", "a": "1"}
+	require.Equal(t, DeriveKey(a), DeriveKey(b), "same destination, template and params: the same send")
+	c := a
+	c.TemplateID = "signup"
+	require.NotEqual(t, DeriveKey(a), DeriveKey(c))
+	d := a
+	d.Params = map[string]string{"a": "1=b", "": "2"}
+	require.NotEqual(t, DeriveKey(a), DeriveKey(d), "param boundaries are unambiguous")
+	require.Regexp(t, `^bulk:[0-9a-f]{40}$`, DeriveKey(a))
+}
+
+func TestDetectFormat(t *testing.T) {
+	for _, tc := range []struct {
+		name, content string
+		want          Format
+	}{
+		{"x.csv", `{"to":1}`, FormatCSV},
+		{"x.ndjson", "to,code", FormatJSONL},
+		{"-", "  \n{\"to\":\"x\"}", FormatJSONL},
+		{"-", "to,code,template\n", FormatCSV},
+	} {
+		r, err := NewReader(strings.NewReader(tc.content), tc.name, FormatAuto, "")
+		if err != nil {
+			require.Equal(t, FormatCSV, tc.want, "only CSV reads a header")
+			continue
+		}
+		require.Equal(t, tc.want, r.Format(), tc.name)
+	}
+}
+
+func TestLongJSONLineIsRejectedAndReadingGoesOn(t *testing.T) {
+	long := `{"to":"` + strings.Repeat("9", MaxLineBytes) + `"}`
+	ok := `{"to":"+8618700000001","code":"` + canary + `","template":"t"}`
+	r, err := NewReader(strings.NewReader(long+"\n"+ok+"\n"), "-", FormatJSONL, "")
+	require.NoError(t, err)
+	_, rej, err := r.Next()
+	require.NoError(t, err)
+	require.Equal(t, &Reject{Line: 1, Field: "row", Reason: fmt.Sprintf("line longer than %d bytes", MaxLineBytes)}, rej)
+	row, rej, err := r.Next()
+	require.NoError(t, err)
+	require.Nil(t, rej)
+	require.Equal(t, 2, row.Line)
+	_, _, err = r.Next()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+// fakeSender accepts everything and records how many rows it saw.
+type fakeSender struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (f *fakeSender) SendItems(_ context.Context, items []producer.BatchItem, _ ...producer.Option) []producer.Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n += len(items)
+	res := make([]producer.Result, len(items))
+	for i := range res {
+		res[i].ID = fmt.Sprint(f.n + i)
+	}
+	return res
+}
+
+func rows(n int) string {
+	var b strings.Builder
+	b.WriteString("to,code,template\n")
+	for i := range n {
+		fmt.Fprintf(&b, "+86187%08d,%s,login\n", i, canary)
+	}
+	return b.String()
+}
+
+func TestRunPacesToRate(t *testing.T) {
+	r, err := NewReader(strings.NewReader(rows(100)), "x.csv", FormatAuto, "")
+	require.NoError(t, err)
+	s := &fakeSender{}
+	sum, err := Run(context.Background(), Config{Reader: r, Sender: s, Rate: 200})
+	require.NoError(t, err)
+	require.Equal(t, int64(100), sum.Accepted)
+	require.Equal(t, 100, s.n)
+	// A burst of 20 rows, then 80 at 200 rows/s.
+	require.GreaterOrEqual(t, sum.Elapsed, 350*time.Millisecond)
+}
+
+func TestProgressLinesShowCountsNotRows(t *testing.T) {
+	content := rows(3000)
+	r, err := NewReader(strings.NewReader(content), "x.csv", FormatAuto, "")
+	require.NoError(t, err)
+	var progress bytes.Buffer
+	sum, err := Run(context.Background(), Config{
+		Reader: r, Sender: &fakeSender{}, Size: int64(len(content)), Rate: 10000,
+		Progress: &progress, ProgressEvery: 50 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	require.Equal(t, int64(3000), sum.Accepted)
+	out := progress.String()
+	require.Contains(t, out, "bulk: ")
+	require.Contains(t, out, "rows/s ETA ")
+	require.Regexp(t, `bulk: \d+% \d+ rows \(\d+ accepted, 0 duplicates, 0 rejected\)`, out)
+	require.NotContains(t, out, canary)
+	require.NotContains(t, out, "+86187")
+}

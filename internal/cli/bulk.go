@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"golang.org/x/term"
+
+	"github.com/otpq/otpq/internal/bulk"
+	"github.com/otpq/otpq/producer"
+)
+
+func (m *Main) bulkCmd() *ffcli.Command {
+	fs := flag.NewFlagSet("otpq bulk", flag.ContinueOnError)
+	redisURL := redisFlag(fs)
+	format := fs.String("format", "auto", "file format: csv, jsonl, or auto (from the file name, else the first byte)")
+	queue := fs.String("queue", producer.QueueBulk, "queue: bulk or critical")
+	expires := fs.Duration("expires-in", producer.DefaultExpiry, "how long each code stays valid after it is enqueued; it is never sent after")
+	retention := fs.Duration("retention", producer.DefaultRetention, "how long finished rows are remembered, so that a re-run does not send them again")
+	ratePer := fs.Float64("rate", 0, "enqueue at most this many rows per second (0 = as fast as Redis takes them)")
+	dryRun := fs.Bool("dry-run", false, "validate every row, enqueue nothing")
+	rejects := fs.String("rejects", "", "write rejected rows (line number, field, reason) to this file instead of standard error")
+	idPrefix := fs.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
+	every := fs.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
+	return m.newCommand("bulk", "otpq bulk [flags] FILE|-",
+		"Enqueue every row of a CSV or JSON Lines file.",
+		`Reads FILE (or standard input for -) row by row, validates each row like
+otpq send, and enqueues the valid ones into the bulk queue, Redis-pipelined.
+CSV header: to,code,template[,language][,id][,param.NAME…]. JSON Lines:
+{"to":…,"code":…,"template":…,"language":…,"params":{…},"id":…}.
+
+Bad rows are reported with their line number and field (standard error, or
+--rejects FILE) and skipped. Each row's deduplication key is its id column,
+else a hash of to, template, language and params (never the code): running
+the same file again enqueues nothing twice and counts the rows already
+queued as duplicates, so an interrupted run is resumed by running it again.
+
+Prints a summary on standard output. Exit 0 when every row was accepted or
+already queued, 4 when some rows were rejected, 1 when Redis failed or the
+run was interrupted (run it again), 2 for unusable input (unreadable file,
+bad CSV header).`, fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("bulk takes exactly one FILE (or - for standard input)")
+			}
+			if err := m.checkRedisURL(*redisURL); err != nil {
+				return err
+			}
+			if *ratePer < 0 {
+				return usagef("--rate: must not be negative, got %v", *ratePer)
+			}
+			if err := positive("expires-in", *expires); err != nil {
+				return err
+			}
+			if err := positive("retention", *retention); err != nil {
+				return err
+			}
+			if *queue != producer.QueueBulk && *queue != producer.QueueCritical {
+				return usagef("--queue: %q is not %q or %q", *queue, producer.QueueBulk, producer.QueueCritical)
+			}
+			f := bulk.Format(strings.ToLower(*format))
+			switch f {
+			case "auto":
+				f = bulk.FormatAuto
+			case bulk.FormatCSV, bulk.FormatJSONL:
+			default:
+				return usagef("--format: %q is not csv, jsonl or auto", *format)
+			}
+			return m.runBulk(ctx, bulkRun{
+				path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
+				idPrefix: *idPrefix, rate: *ratePer, every: *every,
+				opts:      []producer.Option{producer.Queue(*queue), producer.ExpiresIn(*expires)},
+				retention: *retention,
+			})
+		})
+}
+
+type bulkRun struct {
+	path, redisURL, rejects, idPrefix string
+	format                            bulk.Format
+	dryRun                            bool
+	rate                              float64
+	every                             time.Duration
+	opts                              []producer.Option
+	retention                         time.Duration
+}
+
+func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
+	var in io.Reader = m.Stdin
+	var size int64
+	if b.path != "-" {
+		f, err := os.Open(b.path)
+		if err != nil {
+			return usagef("bulk: %v", err)
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			size = st.Size()
+		}
+		in = f
+	}
+	rd, err := bulk.NewReader(in, b.path, b.format, b.idPrefix)
+	if err != nil {
+		return usagef("bulk: %s: %v", b.path, err)
+	}
+	rejectsTo := m.Stderr
+	if b.rejects != "" {
+		rf, err := os.Create(b.rejects)
+		if err != nil {
+			return usagef("--rejects: %v", err)
+		}
+		defer rf.Close()
+		rejectsTo = rf
+	}
+	cfg := bulk.Config{
+		Reader: rd, Size: size, DryRun: b.dryRun, Options: b.opts, Rate: b.rate,
+		Rejects: rejectsTo, ProgressEvery: b.every,
+	}
+	if b.every > 0 {
+		cfg.Progress = m.Stderr
+	}
+	if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		cfg.Progress, cfg.Terminal = m.Stderr, true
+	}
+	if !b.dryRun {
+		p, err := producer.New(producer.Config{RedisURL: b.redisURL, Retention: b.retention})
+		if err != nil {
+			return usagef("%v", err)
+		}
+		defer p.Close()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = p.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("bulk: redis: %w", err)
+		}
+		cfg.Sender = p
+	}
+	sum, err := bulk.Run(ctx, cfg)
+	fmt.Fprintln(m.Stdout, sum.String())
+	switch {
+	case err != nil:
+		return fmt.Errorf("bulk: %s: %w (rows before it were processed)", b.path, err)
+	case sum.Failed > 0:
+		return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d rows were not enqueued (Redis failed); run the same file again", sum.Failed)}
+	case sum.Interrupted:
+		return &exitError{code: ExitFailure, msg: "interrupted; run the same file again to send the rest"}
+	case sum.Rejected > 0:
+		return &exitError{code: ExitRejected, msg: fmt.Sprintf("%d rows rejected (see the reasons above%s)", sum.Rejected, map[bool]string{true: " in " + b.rejects, false: ""}[b.rejects != ""])}
+	}
+	return nil
+}
