@@ -39,11 +39,15 @@ func (k Kind) String() string {
 
 // classify is the one place that decides retry versus dead-letter for a
 // failed provider call:
-//   - HTTP 429: Throttle;
+//   - HTTP 429 and the global rate limit (RateLimit): Throttle;
 //   - HTTP 5xx, EngageLab codes 1000–1999 and codes in extra: Retry;
 //   - transport failures and timeouts: Retry;
 //   - every other API answer (4xx with a 2000–5999 code…): Permanent.
 func classify(err error, extra map[int]bool) Kind {
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		return Throttle // our own global rate limit: wait, do not count
+	}
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) {
 		switch {

@@ -19,6 +19,7 @@ import (
 	"github.com/otpq/otpq/internal/metrics"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -78,6 +79,28 @@ type Config struct {
 	// Registerer receives otpq's delivery metrics (see internal/metrics);
 	// nil records none.
 	Registerer prometheus.Registerer
+
+	// RateLimit caps provider calls per second across every worker sharing
+	// this Redis (GCRA in Redis); 0 = no limit. A task over the limit waits
+	// for its slot inside the handler, up to MaxRateWait and never past its
+	// expiry; a longer wait hands it back to asynq as a throttle, which
+	// does not count against MaxRetry.
+	RateLimit float64
+	// RateBurst is how many calls may go at once after an idle spell;
+	// default max(1, ceil(RateLimit/10)).
+	RateBurst int
+	// MaxRateWait bounds the in-handler wait for a rate limit slot; default 2s.
+	MaxRateWait time.Duration
+
+	// PayloadKeys opens sealed codes: kid:base64(32 bytes)[,kid2:…], as in
+	// OTPQ_PAYLOAD_KEY; every key of the ring decrypts. Empty: sealed tasks
+	// are retried (another worker may hold the key) until they expire, and
+	// Start logs a warning.
+	PayloadKeys string
+	// ScrubInterval is how often the worker removes the code from the
+	// stored copy of tasks it finished (delivered, dead-lettered, expired);
+	// default 1s; negative keeps codes until asynq deletes the task.
+	ScrubInterval time.Duration
 }
 
 // Sender delivers one send. *engagelab.Client implements it.
@@ -96,6 +119,9 @@ type Worker struct {
 	extra   map[int]bool
 	now     func() time.Time
 	metrics *metrics.Delivery // nil: no metrics
+	limiter *rateLimiter      // nil: no rate limit
+	keys    *sealing.Keyring  // nil: codes in plaintext only
+	scrub   *scrubber         // nil: codes kept
 
 	mu      sync.Mutex
 	started bool
@@ -169,6 +195,16 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: unsupported redis option %T", opt)
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}, metrics: dm}
+	if w.keys, err = sealing.Parse(cfg.PayloadKeys); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("worker: PayloadKeys: %w", err)
+	}
+	if cfg.RateLimit < 0 || cfg.RateBurst < 0 {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)
+	}
+	w.limiter = newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait)
+	w.scrub = newScrubber(rdb, cfg.Logger, cfg.ScrubInterval)
 	for _, c := range cfg.RetryCodes {
 		w.extra[c] = true
 	}
@@ -202,7 +238,7 @@ func (w *Worker) Start() error {
 		return errors.New("worker: already started")
 	}
 	mux := asynq.NewServeMux()
-	mux.Handle(task.TypeSend, asynq.HandlerFunc(w.processTask))
+	mux.Handle(task.TypeSend, w.scrub.wrap(asynq.HandlerFunc(w.processTask)))
 	for i, s := range w.servers {
 		if err := s.Start(mux); err != nil {
 			for _, started := range w.servers[:i] {
@@ -212,6 +248,10 @@ func (w *Worker) Start() error {
 		}
 	}
 	w.started = true
+	w.scrub.start()
+	if !w.keys.Enabled() {
+		w.log.Warn("OTPQ_PAYLOAD_KEY is not set: producers without a key store codes in plaintext in Redis, and sealed codes cannot be opened here")
+	}
 	w.log.Info("worker started", "servers", len(w.servers), "concurrency", w.cfg.Concurrency,
 		"max_retry", w.cfg.MaxRetry, "poll_interval", w.cfg.PollInterval.String())
 	return nil
@@ -229,6 +269,7 @@ func (w *Worker) Shutdown() {
 		go func() { defer wg.Done(); s.Shutdown() }()
 	}
 	wg.Wait()
+	w.scrub.shutdown()
 	_ = w.rdb.Close()
 	w.log.Info("worker stopped")
 }
@@ -268,13 +309,25 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	p, err = task.Decode(t.Payload())
 	if err != nil {
 		log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
-		return newDeadLetter(ReasonBadPayload, err, "%s: %v (not sent)", ReasonBadPayload, errors.Unwrap(err))
+		return newDeadLetter(ReasonBadPayload, err, "%v (not sent)", err) // err reads "bad payload: why"
 	}
 	log = log.With("to", redact.Destination(p.To), "template", p.Template.ID)
 	now := w.now()
 	if !now.Before(p.ExpiresAt) {
 		log.Warn("dead-lettered", "outcome", "expired", "reason", ReasonExpired, "expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
 		return newDeadLetter(ReasonExpired, nil, "%s: code expired at %s, before delivery (not sent)", ReasonExpired, p.ExpiresAt.Format(time.RFC3339))
+	}
+
+	if p.Sealed != "" {
+		if p.Code, err = w.keys.Open(p.Sealed, p.To); errors.Is(err, sealing.ErrOpen) {
+			log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
+			return newDeadLetter(ReasonBadPayload, err, "%s: %v (not sent)", ReasonBadPayload, err)
+		} else if err != nil { // a key this worker lacks: another may have it
+			return w.failed(log, err, p, retried)
+		}
+	}
+	if err := w.limiter.take(ctx, p.ExpiresAt); err != nil {
+		return w.failed(log, err, p, retried)
 	}
 
 	start := time.Now()
@@ -290,7 +343,8 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 		log.Info("delivered", "outcome", "delivered", "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
 		return nil
 	}
-	return w.failed(log, err, p, retried)
+	queue, _ := asynq.GetQueueName(ctx)
+	return w.failed(log, w.ambiguity(ctx, queue, id, p, err), p, retried)
 }
 
 // failed turns a failed attempt into asynq's next step: a dead letter or a
@@ -305,12 +359,18 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	log = log.With("engagelab_code", code)
 	kind := classify(err, w.extra)
 	if kind == Permanent {
+		if ld := (*likelyDelivered)(nil); errors.As(err, &ld) {
+			log.Warn("dead-lettered", "outcome", "delivered_likely", "reason", ReasonLikelyDelivered, "error", err.Error())
+			return newDeadLetter(ReasonProvider, err, "%s", err.Error())
+		}
 		log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonProvider, "error", err.Error())
 		return newDeadLetter(ReasonProvider, err, "%s", reasonText(err))
 	}
 	now := w.now()
 	var delay time.Duration
-	if kind == Throttle {
+	if rl := (*rateLimited)(nil); errors.As(err, &rl) {
+		delay = max(rl.retryAfter, w.cfg.PollInterval)
+	} else if kind == Throttle {
 		delay = max(apiErr.RetryAfter, w.cfg.RetryMinDelay)
 	} else {
 		if retried >= w.cfg.MaxRetry {

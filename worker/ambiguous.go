@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/task"
+)
+
+// ReasonLikelyDelivered prefixes the archive reason of a task whose earlier
+// attempt timed out after the request was sent and whose later attempt the
+// provider refused with 3004 (frequency limit: a code was already sent to
+// this user for this template): the code most likely arrived.
+const ReasonLikelyDelivered = "likely delivered by an earlier attempt"
+
+// codeFrequencyLimit is EngageLab's "same template, same user, within the
+// code's validity" refusal.
+const codeFrequencyLimit = 3004
+
+// ambiguousKey marks a task one of whose attempts may have reached the
+// provider without an answer.
+func ambiguousKey(queue, id string) string { return "otpq:ambiguous:{" + queue + "}:" + id }
+
+// likelyDelivered wraps the 3004 of a task with an ambiguous earlier
+// attempt. classify sees the provider's 3004 through it (Permanent).
+type likelyDelivered struct{ cause error }
+
+func (e *likelyDelivered) Error() string { return ReasonLikelyDelivered + ": " + reasonText(e.cause) }
+func (e *likelyDelivered) Unwrap() error { return e.cause }
+
+// ambiguity records an attempt whose outcome is unknown (the request was
+// sent, no answer came back) in Redis until the code expires, and turns a
+// later 3004 of the same task into a *likelyDelivered. Bookkeeping errors
+// are ignored: they only cost the nicer reason.
+func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload, err error) error {
+	if id == "" {
+		return err
+	}
+	key := ambiguousKey(queue, id)
+	var te *engagelab.TransportError
+	if errors.As(err, &te) && te.Sent {
+		ttl := time.Until(p.ExpiresAt) + time.Minute
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		w.rdb.Set(bg, key, "1", ttl)
+		return err
+	}
+	var apiErr *engagelab.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == codeFrequencyLimit {
+		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 {
+			return &likelyDelivered{cause: err}
+		}
+	}
+	return err
+}
