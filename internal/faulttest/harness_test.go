@@ -144,12 +144,15 @@ func (s *suiteEnv) writeReport(took time.Duration) {
 
 // report is the RELIABILITY.md row of one test; the test fills in the
 // figure, and the row is recorded with the test's outcome when it ends.
-type report struct{ r row }
+type report struct {
+	t *testing.T
+	r row
+}
 
 // newReport registers t's row. Call it first in a test, so that its cleanup
 // runs last and sees the final outcome.
 func newReport(t *testing.T, num int, scenario, bar string) *report {
-	rep := &report{r: row{num: num, test: t.Name(), scenario: scenario, bar: bar, figure: "not measured (the test stopped before)"}}
+	rep := &report{t: t, r: row{num: num, test: t.Name(), scenario: scenario, bar: bar, figure: "not measured (the test stopped before)"}}
 	t.Cleanup(func() {
 		rep.r.pass = !t.Failed()
 		env.mu.Lock()
@@ -159,7 +162,10 @@ func newReport(t *testing.T, num int, scenario, bar string) *report {
 	return rep
 }
 
-func (r *report) figure(format string, args ...any) { r.r.figure = fmt.Sprintf(format, args...) }
+func (r *report) figure(format string, args ...any) {
+	r.r.figure = fmt.Sprintf(format, args...)
+	r.t.Log("figure: " + r.r.figure)
+}
 
 // hasOps reports whether this build's worker has the ops server
 // (--http-addr: /metrics, /healthz, /readyz).
@@ -662,4 +668,25 @@ func logLines(text string) []map[string]any {
 // decodeResult reads the worker's task.Result stored with a completed task.
 func decodeResult(info *asynq.TaskInfo, r *task.Result) bool {
 	return len(info.Result) > 0 && json.Unmarshal(info.Result, r) == nil
+}
+
+// httpGet returns the body of a GET that answers 200.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	status, body, err := tryGet(url)
+	require.NoError(t, err, "GET %s", url)
+	require.Equal(t, http.StatusOK, status, "GET %s: %s", url, body)
+	return body
+}
+
+// tryGet GETs url with a 3s timeout.
+func tryGet(url string) (int, string, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }

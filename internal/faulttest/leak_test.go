@@ -58,7 +58,7 @@ func (b *bundle) redisValues(t *testing.T) []string {
 // stored in Redis, or (the secret) anywhere in Redis.
 func TestCanaryAbsent(t *testing.T) {
 	rep := newReport(t, 11, "canary codes and secret through every outcome, `--log-level debug`",
-		"0 occurrences in worker/fake output, stored errors and results; secret nowhere in Redis")
+		"0 occurrences in worker/fake output, `/metrics`, stored errors and results; secret nowhere in Redis")
 	const secret = "canary-SECRET-9f3Qz7Lw"
 	b := setup(t, setupOpts{key: "canary-key-4Hn2", secret: secret})
 	codeOf := map[string]string{}
@@ -105,7 +105,11 @@ func TestCanaryAbsent(t *testing.T) {
 	f := b.settle(all, 60*time.Second)
 
 	type place struct{ name, text string }
-	places := []place{{"worker output", w.log()}, {"fake output", b.fake.proc.log()}}
+	require.True(t, env.hasOps(), "this build's worker has no --http-addr ops server: /metrics cannot be checked")
+	metrics := httpGet(t, w.opsURL+"/metrics")
+	require.Contains(t, metrics, "# TYPE", "/metrics served no metrics")
+	places := []place{{"worker output", w.log()}, {"fake output", b.fake.proc.log()}, {"/metrics", metrics},
+		{"/readyz", httpGet(t, w.opsURL+"/readyz")}}
 	for _, s := range all {
 		info := f.info[s.id]
 		require.NotNil(t, info, "task %s", s.id)
@@ -129,8 +133,8 @@ func TestCanaryAbsent(t *testing.T) {
 		}
 	}
 	logLinesN := strings.Count(w.log(), "\n")
-	rep.figure("%d tasks (%d delivered, %d dead-lettered %v); searched %d worker log lines, the fake's output, %d stored errors/results, %d Redis values: %d leaks",
-		len(all), f.Delivered, f.DeadLettered, f.Reasons, logLinesN, 2*len(all), len(values), len(leaks))
+	rep.figure("%d tasks (%d delivered, %d dead-lettered %v); searched %d worker log lines, the fake's output, %d lines of /metrics, %d stored errors/results, %d Redis values: %d leaks",
+		len(all), f.Delivered, f.DeadLettered, f.Reasons, logLinesN, strings.Count(metrics, "\n"), 2*len(all), len(values), len(leaks))
 	t.Log(f)
 	require.Empty(t, leaks)
 	require.Zero(t, f.Lost, "%s", f)

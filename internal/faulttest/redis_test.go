@@ -5,6 +5,7 @@ package faulttest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,16 +92,35 @@ func TestRedisRestartedMidRun(t *testing.T) {
 // hang, as with a network partition) while tasks are produced and
 // delivered; the same worker process must resume without a restart.
 func TestRedisUnreachable(t *testing.T) {
-	rep := newReport(t, 4, "Redis unreachable for 10 s (SIGSTOP: connections hang)", "lost 0; the same worker process delivers tasks enqueued after the outage")
+	rep := newReport(t, 4, "Redis unreachable for 10 s (SIGSTOP: connections hang)", "lost 0; `/readyz` reports the outage; the same worker process delivers tasks enqueued after it")
 	b := setup(t, setupOpts{latency: 50 * time.Millisecond})
 	w := b.startWorker("--concurrency", "20")
 	loop := b.produce(10*time.Millisecond, nil)
 	b.waitDelivered(50, 30*time.Second)
 
+	require.True(t, env.hasOps(), "this build's worker has no --http-addr ops server: /readyz cannot be checked")
+	status, body, err := tryGet(w.opsURL + "/readyz")
+	require.NoError(t, err)
+	require.Equal(t, 200, status, "/readyz before the outage: %s", body)
+
 	b.redis.proc.signal(syscall.SIGSTOP)
-	time.Sleep(10 * time.Second)
+	outageEnd := time.Now().Add(10 * time.Second)
+	notReady, probes := 0, 0
+	for time.Now().Before(outageEnd) {
+		st, body, err := tryGet(w.opsURL + "/readyz")
+		if st != http.StatusOK { // 503, or no answer within 3 s: a probe failure either way
+			notReady++
+			t.Logf("/readyz during the outage: %d %q %v", st, strings.TrimSpace(body), err)
+		}
+		probes++
+		time.Sleep(min(time.Until(outageEnd), 500*time.Millisecond))
+	}
 	b.redis.proc.signal(syscall.SIGCONT)
 	rejected, errs := loop.halt()
+	readyAgain := time.Now()
+	waitFor(t, 30*time.Second, func() bool { st, _, _ := tryGet(w.opsURL + "/readyz"); return st == http.StatusOK },
+		func() string { return "/readyz to answer 200 after the outage" })
+	readyAfter := time.Since(readyAgain).Round(100 * time.Millisecond)
 
 	// Recovery without restart: fresh tasks are delivered by the same process.
 	resumedAt := time.Now()
@@ -111,13 +131,14 @@ func TestRedisUnreachable(t *testing.T) {
 
 	tasks := b.all()
 	f := b.settle(tasks, 150*time.Second)
-	rep.figure("accepted %d (%d enqueues failed during the outage); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; 50 tasks enqueued after the outage delivered by the same worker in %s",
-		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, recovery)
+	rep.figure("accepted %d (%d enqueues failed during the outage); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; `/readyz` not ready in %d of %d probes during the outage, ready %s after; 50 tasks enqueued after the outage delivered by the same worker in %s",
+		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, notReady, probes, readyAfter, recovery)
 	t.Log(f, "; enqueue errors: ", errs)
 	require.Positive(t, rejected, "no enqueue failed while Redis was stopped: the outage did not happen")
 	require.Zero(t, f2.Lost, "after the outage: %s", f2)
 	require.Equal(t, 50, f2.Delivered, "after the outage: %s", f2)
 	require.Zero(t, f.Lost, "lost: %s", f)
+	require.Positive(t, notReady, "/readyz never reported the outage (%d probes)", probes)
 }
 
 // TestRedisMaxmemory: with maxmemory reached (noeviction), Send returns
