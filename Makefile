@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/otpq
 
-.PHONY: help build test test-fault test-race dev lint
+.PHONY: help build test test-fault test-race dev lint compose-up bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -10,8 +10,9 @@ help: ## list the targets
 build: ## build bin/otpq
 	$(GO) build -o $(BIN) ./cmd/otpq
 
-test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers), then the fault suite
+test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers, installs chromium for the UI test), then the fault suite
 	bash .ci/ensure-redis
+	bash .ci/ensure-chromium
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-fault
 
@@ -21,9 +22,18 @@ test-fault: ## fault-injection suite: real worker/fake/redis-server processes; r
 	$(GO) vet -tags fault ./internal/faulttest/
 	OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md $(GO) test -tags fault -count=1 -timeout 15m -v ./internal/faulttest/
 
+bench: ## load benchmark, ~6 min: otpq vs a hand-written asynq baseline on its own redis-server; regenerates BENCHMARKS.md
+	bash .ci/ensure-redis
+	$(GO) build -o $(BIN) ./cmd/otpq
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./producer ./internal/bulk > $(BIN).gobench.txt
+	OTPQ_BENCH_COMMAND="make bench" $(BIN) bench --out BENCHMARKS.md --go-bench $(BIN).gobench.txt
+
 dev: ## zero-setup demo: embedded Redis, fake provider, worker
 	$(GO) run ./cmd/otpq dev
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+
+compose-up: ## docker compose up: redis, fake EngageLab, worker (UI on http://127.0.0.1:8080/monitoring/)
+	docker compose up --build
