@@ -4,9 +4,13 @@
 package redisconn
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	neturl "net/url"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -18,14 +22,38 @@ const DefaultURL = "redis://127.0.0.1:6379/0"
 // Option returns opt when it is set, else the parsed url (DefaultURL when
 // empty). poolSize, when positive, sizes the connection pool unless the
 // option already sets one. Parse errors never contain the password.
+//
+// URL forms:
+//   - redis://[user:password@]host:port[/db] and rediss://… (TLS, server
+//     name checked against host);
+//   - redis-sentinel://[user:password@]sentinel1:26379,sentinel2:26379[/db]?master=NAME
+//     (the password is used for the master and for the sentinels);
+//   - redis-cluster://[user:password@]node1:6379,node2:6379 (a seed list;
+//     the cluster's other nodes are discovered).
 func Option(url string, opt asynq.RedisConnOpt, poolSize int) (asynq.RedisConnOpt, error) {
 	if opt == nil {
 		if url == "" {
 			url = DefaultURL
 		}
-		parsed, err := asynq.ParseRedisURI(url)
+		var parsed asynq.RedisConnOpt
+		var err error
+		switch {
+		case strings.HasPrefix(url, "redis-sentinel://"):
+			parsed, err = parseSentinel(url)
+		case strings.HasPrefix(url, "redis-cluster://"):
+			parsed, err = parseCluster(url)
+		default:
+			parsed, err = asynq.ParseRedisURI(url)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("redis url %s: %w", Redact(url), errors.Unwrap(err))
+			if inner := errors.Unwrap(err); inner != nil {
+				err = inner // asynq's wrapper repeats the URL, password included
+			}
+			var ue *neturl.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // so does net/url's
+			}
+			return nil, fmt.Errorf("redis url %s: %w", Redact(url), err)
 		}
 		// asynq's parser drops the ACL user name of redis://user:pass@host.
 		if o, ok := parsed.(asynq.RedisClientOpt); ok {
@@ -51,6 +79,129 @@ func Option(url string, opt asynq.RedisConnOpt, poolSize int) (asynq.RedisConnOp
 		case asynq.RedisClusterClientOpt:
 			// Cluster clients size their pools per node from their own defaults.
 		}
+	}
+	return opt, nil
+}
+
+func parseSentinel(raw string) (asynq.RedisConnOpt, error) {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return nil, errors.New("could not parse URL")
+	}
+	addrs, err := hostList(u.Host)
+	if err != nil {
+		return nil, err
+	}
+	master := u.Query().Get("master")
+	if master == "" {
+		return nil, errors.New("redis-sentinel:// needs ?master=NAME")
+	}
+	o := asynq.RedisFailoverClientOpt{MasterName: master, SentinelAddrs: addrs}
+	if o.DB, err = dbOf(u.Path); err != nil {
+		return nil, err
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+		o.SentinelPassword = o.Password
+	}
+	return o, nil
+}
+
+func parseCluster(raw string) (asynq.RedisConnOpt, error) {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return nil, errors.New("could not parse URL")
+	}
+	addrs, err := hostList(u.Host)
+	if err != nil {
+		return nil, err
+	}
+	if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+		return nil, errors.New("redis-cluster:// has no database number (a cluster only has db 0)")
+	}
+	o := asynq.RedisClusterClientOpt{Addrs: addrs}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	return o, nil
+}
+
+func hostList(hosts string) ([]string, error) {
+	var addrs []string
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			if !strings.Contains(h, ":") {
+				return nil, fmt.Errorf("address %q needs a port", h)
+			}
+			addrs = append(addrs, h)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("no host:port given")
+	}
+	return addrs, nil
+}
+
+func dbOf(path string) (int, error) {
+	p := strings.Trim(path, "/")
+	if p == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("database %q is not a number", p)
+	}
+	return n, nil
+}
+
+// WithPassword returns opt with its Redis password replaced (for a password
+// read from a file, such as OTPQ_REDIS_PASSWORD_FILE). For Sentinel it is
+// also the sentinels' password.
+func WithPassword(opt asynq.RedisConnOpt, password string) asynq.RedisConnOpt {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		o.Password = password
+		return o
+	case asynq.RedisFailoverClientOpt:
+		o.Password, o.SentinelPassword = password, password
+		return o
+	case asynq.RedisClusterClientOpt:
+		o.Password = password
+		return o
+	}
+	return opt
+}
+
+// WithRootCAs returns opt with TLS verified against the PEM certificates
+// in caPEM (a private CA, such as OTPQ_REDIS_CA_FILE), turning TLS on for
+// a plain redis:// option. The server name is the host of the address.
+func WithRootCAs(opt asynq.RedisConnOpt, caPEM []byte) (asynq.RedisConnOpt, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no PEM certificate found in the CA file")
+	}
+	conf := func(c *tls.Config, addr string) *tls.Config {
+		if c == nil {
+			host, _, _ := net.SplitHostPort(addr)
+			c = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		} else {
+			c = c.Clone()
+		}
+		c.RootCAs = pool
+		return c
+	}
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		o.TLSConfig = conf(o.TLSConfig, o.Addr)
+		return o, nil
+	case asynq.RedisFailoverClientOpt:
+		o.TLSConfig = conf(o.TLSConfig, "")
+		return o, nil
+	case asynq.RedisClusterClientOpt:
+		o.TLSConfig = conf(o.TLSConfig, "")
+		return o, nil
 	}
 	return opt, nil
 }

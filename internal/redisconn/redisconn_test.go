@@ -34,3 +34,54 @@ func TestRedact(t *testing.T) {
 	require.Equal(t, "redis://h:1/0", Redact("redis://h:1/0"))
 	require.Equal(t, "(unparsable)", Redact("nonsense"))
 }
+
+func TestOptionSentinelAndCluster(t *testing.T) {
+	opt, err := Option("redis-sentinel://app:pw@s1:26379,s2:26379/2?master=mymaster", nil, 50)
+	require.NoError(t, err)
+	require.Equal(t, asynq.RedisFailoverClientOpt{
+		MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379"},
+		Username: "app", Password: "pw", SentinelPassword: "pw", DB: 2, PoolSize: 50,
+	}, opt)
+
+	opt, err = Option("redis-cluster://app:pw@n1:6379,n2:6380,n3:6381", nil, 50)
+	require.NoError(t, err)
+	require.Equal(t, asynq.RedisClusterClientOpt{Addrs: []string{"n1:6379", "n2:6380", "n3:6381"}, Username: "app", Password: "pw"}, opt)
+
+	for url, want := range map[string]string{
+		"redis-sentinel://:topsecret@s1:26379":         "needs ?master=NAME",
+		"redis-sentinel://s1?master=m":                 `"s1" needs a port`,
+		"redis-sentinel://s1:1/x?master=m":             `database "x" is not a number`,
+		"redis-cluster://:topsecret@n1:1/3":            "no database number",
+		"redis-cluster://:topsecret@":                  "no host:port given",
+		"redis://:topsecret@bad host:1/0":              "invalid character",
+		"redis://u:topsecret@h:1/notanumber":           "database number",
+		"redis-cluster://u:topsecret@n1:1,n2:1/%zz":    "could not parse",
+		"redis-sentinel://u:topsecret@n1:1/%zz?master": "could not parse",
+	} {
+		_, err := Option(url, nil, 0)
+		require.Error(t, err, url)
+		require.Contains(t, err.Error(), want, url)
+		require.NotContains(t, err.Error(), "topsecret", url)
+	}
+}
+
+func TestWithPasswordAndRootCAs(t *testing.T) {
+	for _, url := range []string{"redis://h:1/0", "redis-sentinel://s:1?master=m", "redis-cluster://n:1"} {
+		opt, err := Option(url, nil, 0)
+		require.NoError(t, err)
+		opt = WithPassword(opt, "filepw")
+		switch o := opt.(type) {
+		case asynq.RedisClientOpt:
+			require.Equal(t, "filepw", o.Password)
+		case asynq.RedisFailoverClientOpt:
+			require.Equal(t, "filepw", o.Password)
+			require.Equal(t, "filepw", o.SentinelPassword)
+		case asynq.RedisClusterClientOpt:
+			require.Equal(t, "filepw", o.Password)
+		}
+	}
+	opt, err := Option("redis://h:1/0", nil, 0)
+	require.NoError(t, err)
+	_, err = WithRootCAs(opt, []byte("not pem"))
+	require.ErrorContains(t, err, "no PEM certificate")
+}

@@ -1,0 +1,251 @@
+package worker_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/producer"
+	"github.com/otpq/otpq/worker"
+)
+
+// redisProc is a redis-server of the test's own, on its own port, without
+// persistence.
+type redisProc struct {
+	port int
+	args []string
+	cmd  *exec.Cmd
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startRedis runs redis-server with args; the test's port goes to the
+// flag named portFlag (--port, or --tls-port with --port 0).
+func startRedis(t *testing.T, portFlag string, args ...string) *redisProc {
+	t.Helper()
+	r := &redisProc{port: freePort(t)}
+	r.args = append([]string{portFlag, strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
+	if portFlag != "--port" {
+		r.args = append(r.args, "--port", "0")
+	}
+	r.start(t)
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisProc) start(t *testing.T) {
+	t.Helper()
+	r.cmd = exec.Command("redis-server", r.args...)
+	require.NoError(t, r.cmd.Start(), "redis-server must be installed (.ci/ensure-redis installs it)")
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "redis-server did not listen on %d", r.port)
+}
+
+func (r *redisProc) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_, _ = r.cmd.Process.Wait()
+		r.cmd = nil
+	}
+}
+
+// pair is a worker and a producer on opt, delivering to a fake provider.
+type pair struct {
+	w    *worker.Worker
+	p    *producer.Producer
+	fake *fakeengagelab.Server
+	ins  *asynq.Inspector
+	rdb  redis.UniversalClient
+}
+
+func newPair(t *testing.T, opt asynq.RedisConnOpt) pair {
+	t.Helper()
+	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
+	srv := newFakeHTTP(t, fake)
+	logs := &syncBuffer{}
+	w, err := worker.New(worker.Config{Redis: opt, BaseURL: srv, DevKey: "key", DevSecret: canarySecret, Concurrency: 4,
+		RetryMinDelay: 100 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond, Logger: jsonLogger(logs)})
+	require.NoError(t, err)
+	t.Cleanup(w.Shutdown)
+	p, err := producer.New(producer.Config{Redis: opt})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	ins := asynq.NewInspector(opt)
+	t.Cleanup(func() { ins.Close() })
+	rdb := opt.MakeRedisClient().(redis.UniversalClient)
+	t.Cleanup(func() { rdb.Close() })
+	return pair{w: w, p: p, fake: fake, ins: ins, rdb: rdb}
+}
+
+func (pr pair) deliver(t *testing.T, to string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, err := pr.p.Send(ctx, producer.Request{To: to, Code: canaryCode, TemplateID: "login"})
+	require.NoError(t, err)
+	// Delivered once, and recorded as completed. (The inspector is not
+	// asked: after a Redis that lost its data, asynq's client does not
+	// re-register a queue it already registered, so the inspector would not
+	// find the queue until another process enqueues to it.)
+	require.Eventually(t, func() bool { return pr.fake.Delivered(to) == 1 }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		state, _ := pr.rdb.HGet(ctx, "asynq:{"+producer.QueueCritical+"}:t:"+id, "state").Result()
+		return state == "completed"
+	}, 5*time.Second, 10*time.Millisecond)
+
+}
+
+// writeCerts makes a CA and a server certificate for 127.0.0.1 signed by
+// it, and returns the file paths.
+func writeCerts(t *testing.T) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "otpq test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", leafDER), write("key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// TestRedisTLS: rediss:// with a private CA delivers end to end; the same
+// server refuses a client that does not speak TLS, and a client that does
+// not trust the CA refuses the server.
+func TestRedisTLS(t *testing.T) {
+	ca, cert, key := writeCerts(t)
+	r := startRedis(t, "--tls-port", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
+	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", r.port)
+	opt, err := redisconn.Option(url, nil, 0)
+	require.NoError(t, err)
+	caPEM, err := os.ReadFile(ca)
+	require.NoError(t, err)
+	opt, err = redisconn.WithRootCAs(opt, caPEM)
+	require.NoError(t, err)
+	pr := newPair(t, opt)
+	require.NoError(t, pr.w.Start())
+	pr.deliver(t, "+15550100001")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, bad := range []string{fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), url} { // no TLS; TLS without the CA
+		p, err := producer.New(producer.Config{RedisURL: bad})
+		require.NoError(t, err)
+		require.Error(t, p.Ping(ctx), bad)
+		p.Close()
+	}
+}
+
+// TestRedisACL: an ACL user with a password (from the URL or, as the CLI
+// does with OTPQ_REDIS_PASSWORD_FILE, set on the option) delivers end to
+// end; a wrong password fails without showing it.
+func TestRedisACL(t *testing.T) {
+	r := startRedis(t, "--port", "--user", "default", "off", "--user", "otpq", "on", ">s3cret-pw", "~*", "&*", "+@all")
+	opt, err := redisconn.Option(fmt.Sprintf("redis://otpq:s3cret-pw@127.0.0.1:%d/0", r.port), nil, 0)
+	require.NoError(t, err)
+	pr := newPair(t, opt)
+	require.NoError(t, pr.w.Start())
+	pr.deliver(t, "+15550200001")
+
+	opt, err = redisconn.Option(fmt.Sprintf("redis://otpq@127.0.0.1:%d/0", r.port), nil, 0)
+	require.NoError(t, err)
+	p, err := producer.New(producer.Config{Redis: redisconn.WithPassword(opt, "s3cret-pw")})
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Send(context.Background(), producer.Request{To: "+15550200002", Code: canaryCode, TemplateID: "login"})
+	require.NoError(t, err)
+
+	wrong, err := producer.New(producer.Config{RedisURL: fmt.Sprintf("redis://otpq:wrong-pw@127.0.0.1:%d/0", r.port)})
+	require.NoError(t, err)
+	defer wrong.Close()
+	_, err = wrong.Send(context.Background(), producer.Request{To: "+15550200003", Code: canaryCode, TemplateID: "login"})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "wrong-pw")
+	require.NotContains(t, err.Error(), canaryCode)
+}
+
+// TestWorkerSurvivesRedisRestart: Redis goes away (killed) and comes back
+// on the same port: the same worker, never restarted, reports it through
+// Ping and delivers again afterwards.
+func TestWorkerSurvivesRedisRestart(t *testing.T) {
+	r := startRedis(t, "--port")
+	opt, err := redisconn.Option(fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), nil, 0)
+	require.NoError(t, err)
+	pr := newPair(t, opt)
+	require.NoError(t, pr.w.Start())
+	pr.deliver(t, "+15550300001")
+
+	r.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	require.Error(t, pr.w.Ping(ctx), "Ping (what /readyz reports) sees Redis gone")
+	cancel()
+	time.Sleep(2 * time.Second) // the worker's loops hit the outage
+
+	r.start(t)
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return pr.w.Ping(ctx) == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	pr.deliver(t, "+15550300002")
+}
+
+func newFakeHTTP(t *testing.T, fake *fakeengagelab.Server) string {
+	t.Helper()
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func jsonLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
