@@ -123,3 +123,25 @@ func TestProgressLinesShowCountsNotRows(t *testing.T) {
 	require.NotContains(t, out, canary)
 	require.NotContains(t, out, "+86187")
 }
+
+// BenchmarkReader is parsing and validation alone, rows per op.
+func BenchmarkReader(b *testing.B) {
+	content := rows(10000)
+	b.SetBytes(int64(len(content)) / 10000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 10000 {
+		r, err := NewReader(strings.NewReader(content), "x.csv", FormatAuto, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_, rej, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil || rej != nil {
+				b.Fatal(err, rej)
+			}
+		}
+	}
+}

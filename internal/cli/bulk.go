@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ func (m *Main) bulkCmd() *ffcli.Command {
 	rejects := fs.String("rejects", "", "write rejected rows (line number, field, reason) to this file instead of standard error")
 	idPrefix := fs.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
 	every := fs.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for benchmarks)")
 	return m.newCommand("bulk", "otpq bulk [flags] FILE|-",
 		"Enqueue every row of a CSV or JSON Lines file.",
 		`Reads FILE (or standard input for -) row by row, validates each row like
@@ -71,6 +73,17 @@ bad CSV header).`, fs,
 			case bulk.FormatCSV, bulk.FormatJSONL:
 			default:
 				return usagef("--format: %q is not csv, jsonl or auto", *format)
+			}
+			if *cpuProfile != "" {
+				pf, err := os.Create(*cpuProfile)
+				if err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer pprof.StopCPUProfile()
 			}
 			return m.runBulk(ctx, bulkRun{
 				path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
@@ -129,7 +142,15 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 		cfg.Progress, cfg.Terminal = m.Stderr, true
 	}
 	if !b.dryRun {
-		p, err := producer.New(producer.Config{RedisURL: b.redisURL, Retention: b.retention})
+		keys, err := m.payloadKeys() // bulk codes are sealed like single sends
+		if err != nil {
+			return err
+		}
+		ropt, err := m.redisOption(b.redisURL)
+		if err != nil {
+			return err
+		}
+		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention})
 		if err != nil {
 			return usagef("%v", err)
 		}

@@ -28,6 +28,7 @@ const (
 	ExitUsage     = 2 // bad flags, bad input, missing configuration; nothing was done
 	ExitDuplicate = 3 // send: the deduplication key was already queued (its ID is printed)
 	ExitRejected  = 4 // bulk: some rows were rejected, the others were enqueued
+	ExitLimited   = 5 // send: the destination reached its send limit (per-destination guard); nothing enqueued
 )
 
 // Main is the otpq command with its environment.
@@ -108,13 +109,15 @@ func (m *Main) root() *ffcli.Command {
 workers through the EngageLab Custom OTP Code API. Every flag can also be set
 with an OTPQ_ environment variable (--concurrency ↔ OTPQ_CONCURRENCY).
 Credentials come only from the environment: ENGAGELAB_DEV_KEY,
-ENGAGELAB_DEV_SECRET, ENGAGELAB_BASE_URL.
+ENGAGELAB_DEV_SECRET, ENGAGELAB_BASE_URL. Other secrets too:
+OTPQ_PAYLOAD_KEY or OTPQ_PAYLOAD_KEY_FILE (kid:base64key[,…]: codes stored
+encrypted), OTPQ_REDIS_PASSWORD_FILE, OTPQ_REDIS_CA_FILE.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input (nothing done),
-3 duplicate send, 4 bulk rows rejected.`,
+3 duplicate send, 4 bulk rows rejected, 5 destination send limit reached.`,
 		FlagSet: fs,
 		Subcommands: []*ffcli.Command{
-			m.workerCmd(), m.sendCmd(), m.statusCmd(), m.fakeCmd(), m.devCmd(), m.healthcheckCmd(), m.bulkCmd(),
+			m.workerCmd(), m.sendCmd(), m.statusCmd(), m.fakeCmd(), m.devCmd(), m.healthcheckCmd(), m.bulkCmd(), m.benchCmd(),
 		},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
