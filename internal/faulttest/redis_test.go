@@ -24,6 +24,8 @@ type producerLoop struct {
 	mu       sync.Mutex
 	rejected int
 	errs     map[string]int
+	// slowest is the longest Send call (each has a 1s deadline).
+	slowest time.Duration
 }
 
 func (b *bundle) produce(gap time.Duration, params map[string]string) *producerLoop {
@@ -38,8 +40,13 @@ func (b *bundle) produce(gap time.Duration, params map[string]string) *producerL
 			default:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			began := time.Now()
 			_, err := b.sendTo(ctx, b.nextTo(), fmt.Sprintf("%06d", 200000+i), params)
+			took := time.Since(began)
 			cancel()
+			l.mu.Lock()
+			l.slowest = max(l.slowest, took)
+			l.mu.Unlock()
 			if err != nil {
 				l.mu.Lock()
 				l.rejected++
@@ -81,8 +88,8 @@ func TestRedisRestartedMidRun(t *testing.T) {
 
 	tasks := b.all()
 	f := b.settle(tasks, 150*time.Second)
-	rep.figure("accepted %d (%d enqueues refused while Redis was down); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; worker kept running: %v",
-		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, w.running())
+	rep.figure("accepted %d (%d enqueues refused while Redis was down, slowest Send %s with a 1 s deadline); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; worker kept running: %v",
+		f.Accepted, rejected, loop.slowest.Round(10*time.Millisecond), f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, w.running())
 	t.Log(f, "; enqueue errors: ", errs)
 	require.Zero(t, f.Lost, "lost: %s", f)
 	require.True(t, w.running(), "the worker exited when Redis restarted:\n%s", w.log())
@@ -131,8 +138,8 @@ func TestRedisUnreachable(t *testing.T) {
 
 	tasks := b.all()
 	f := b.settle(tasks, 150*time.Second)
-	rep.figure("accepted %d (%d enqueues failed during the outage); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; `/readyz` not ready in %d of %d probes during the outage, ready %s after; 50 tasks enqueued after the outage delivered by the same worker in %s",
-		f.Accepted, rejected, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, notReady, probes, readyAfter, recovery)
+	rep.figure("accepted %d (%d enqueues failed during the outage, slowest Send %s with a 1 s deadline); lost %d; delivered %d, dead-lettered %d; duplicates %d; leftover active %d, lease %d; `/readyz` not ready in %d of %d probes during the outage, ready %s after; 50 tasks enqueued after the outage delivered by the same worker in %s",
+		f.Accepted, rejected, loop.slowest.Round(10*time.Millisecond), f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, notReady, probes, readyAfter, recovery)
 	t.Log(f, "; enqueue errors: ", errs)
 	require.Positive(t, rejected, "no enqueue failed while Redis was stopped: the outage did not happen")
 	require.Zero(t, f2.Lost, "after the outage: %s", f2)
