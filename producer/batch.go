@@ -302,18 +302,15 @@ func (p *Producer) takeMany(ctx context.Context, group []pending, results []Resu
 	if g == nil {
 		return nil
 	}
-	pipe := p.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(group))
 	members := make(map[int]string, len(group))
-	for i, r := range group {
+	for _, r := range group {
 		var tok [12]byte
 		_, _ = rand.Read(tok[:])
 		members[r.index] = hex.EncodeToString(tok[:])
-		cmds[i] = destGuardScript.Eval(ctx, pipe, []string{destKey(r.to)}, g.window.Milliseconds(), g.limit, members[r.index])
 	}
-	_, _ = pipe.Exec(ctx) // errors are read per command below
+	outcome := p.guardResults(ctx, group, members)
 	for i, r := range group {
-		res, err := cmds[i].Int64Slice()
+		res, err := outcome(i)
 		switch {
 		case err != nil:
 			results[r.index].Err = fmt.Errorf("producer: destination guard: %w", err)
@@ -325,6 +322,63 @@ func (p *Producer) takeMany(ctx context.Context, group []pending, results []Resu
 		}
 	}
 	return members
+}
+
+// destGuardManyScript is destGuardScript (guard.go) applied to every key
+// in turn, in one call: the same sliding window per destination, with a
+// flat {counted, ms until the oldest entry leaves} pair per key.
+var destGuardManyScript = redis.NewScript(`
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  redis.call("ZREMRANGEBYSCORE", KEYS[i], "-inf", now - window)
+  if redis.call("ZCARD", KEYS[i]) >= limit then
+    local oldest = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
+    out[2*i-1], out[2*i] = 0, tonumber(oldest[2]) + window - now
+  else
+    redis.call("ZADD", KEYS[i], now, ARGV[2+i])
+    redis.call("PEXPIRE", KEYS[i], window)
+    out[2*i-1], out[2*i] = 1, 0
+  end
+end
+return out
+`)
+
+// guardResults counts a group against the guard: in one script call on a
+// single Redis, or (Redis Cluster, where destination keys live in
+// different slots) one pipelined call per destination. It returns each
+// send's {counted, retry ms} pair.
+func (p *Producer) guardResults(ctx context.Context, group []pending, members map[int]string) func(i int) ([]int64, error) {
+	g := p.guard
+	if _, cluster := p.rdb.(*redis.ClusterClient); !cluster {
+		keys := make([]string, len(group))
+		args := make([]any, 0, len(group)+2)
+		args = append(args, g.window.Milliseconds(), g.limit)
+		for i, r := range group {
+			keys[i] = destKey(r.to)
+			args = append(args, members[r.index])
+		}
+		flat, err := destGuardManyScript.Run(ctx, p.rdb, keys, args...).Int64Slice()
+		if err == nil && len(flat) != 2*len(group) {
+			err = fmt.Errorf("guard answered %d values for %d sends", len(flat), len(group))
+		}
+		return func(i int) ([]int64, error) {
+			if err != nil {
+				return nil, err
+			}
+			return flat[2*i : 2*i+2], nil
+		}
+	}
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(group))
+	for i, r := range group {
+		cmds[i] = destGuardScript.Eval(ctx, pipe, []string{destKey(r.to)}, g.window.Milliseconds(), g.limit, members[r.index])
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command
+	return func(i int) ([]int64, error) { return cmds[i].Int64Slice() }
 }
 
 // releaseMany gives back the guard slots of sends that were not enqueued

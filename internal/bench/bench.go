@@ -13,11 +13,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +33,7 @@ import (
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
+	"github.com/otpq/otpq/worker"
 )
 
 // Config configures Run. Zero values mean the documented defaults.
@@ -293,6 +296,26 @@ func (e *env) enqueue(ctx context.Context) error {
 		fmt.Sprintf("peak RSS %s; CPU: otpq bulk %s, redis-server %s over %s wall", fmtBytes(rss), bulkCPU.Round(10*time.Millisecond),
 			redisCPU.Round(10*time.Millisecond), el.Round(10*time.Millisecond)))
 	e.rep.bulkSummary = strings.TrimSpace(string(out))
+
+	// The same file with the destination guard off.
+	if err := e.flush(ctx); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	bp2, err := start(e.dir, "bulk-noguard", []string{"OTPQ_REDIS_URL=" + e.url}, e.cfg.Binary, "bulk", "--progress-interval", "0",
+		"--expires-in", "1h", "--destination-limit", "-1", path)
+	if err != nil {
+		return err
+	}
+	if err := bp2.wait(ctx); err != nil {
+		out, _ := os.ReadFile(bp2.log)
+		return fmt.Errorf("otpq bulk: %w: %s", err, out)
+	}
+	el2 := time.Since(t0)
+	rate2 := float64(rows) / el2.Seconds()
+	g.row("otpq bulk --destination-limit -1, same file", fmtRate(rate2), "otpq bulk, guard off",
+		fmtRate(b64.rate), "asynq Client.Enqueue, 64 goroutines", ratio(rate2, b64.rate), fmt.Sprintf("peak RSS %s", fmtBytes(bp2.maxRSS())))
+	e.rep.bulkRateNoGuard = rate2
 	e.rep.bulkRate, e.rep.bulkRSS = bulkRate, rss
 	e.rep.bulkProfile = pprofTop(e.cfg.Binary, prof)
 
@@ -421,13 +444,33 @@ func (pr *provider) reset() error {
 type e2eResult struct {
 	rate      float64
 	rss       int64
-	workerCPU time.Duration
+	workerCPU time.Duration // per second of the window: cores used
 	redisCPU  time.Duration
+	fakeCPU   time.Duration
+	busy      float64 // cores busy machine-wide
+}
+
+// machineBusy is the machine's busy CPU time so far (all processes).
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100
 }
 
 // e2e preloads n bulk tasks, starts a worker and measures delivered/s
 // between 10% and 90% delivered (or 10s after 10%).
 func (e *env) e2e(ctx context.Context, pr *provider, kind string, n, concurrency, servers int) (e2eResult, error) {
+	var f0, m0 time.Duration
 	if err := e.flush(ctx); err != nil {
 		return e2eResult{}, err
 	}
@@ -455,6 +498,7 @@ func (e *env) e2e(ctx context.Context, pr *provider, kind string, n, concurrency
 		if t0.IsZero() && d >= n/10 {
 			t0, d0 = now, d
 			c0, r0 = cpuTime(w.cmd.Process.Pid), cpuTime(e.redis.cmd.Process.Pid)
+			f0, m0 = cpuTime(pr.proc.cmd.Process.Pid), machineBusy()
 			continue
 		}
 		if !t0.IsZero() && (d >= n*9/10 || now.Sub(t0) >= 10*time.Second) {
@@ -467,9 +511,13 @@ func (e *env) e2e(ctx context.Context, pr *provider, kind string, n, concurrency
 		res.rate = float64(d1-d0) / t1.Sub(t0).Seconds()
 		res.workerCPU = cpuTime(w.cmd.Process.Pid) - c0
 		res.redisCPU = cpuTime(e.redis.cmd.Process.Pid) - r0
+		res.fakeCPU = cpuTime(pr.proc.cmd.Process.Pid) - f0
+		busy := machineBusy() - m0
 		if s := t1.Sub(t0).Seconds(); s > 0 {
 			res.workerCPU = time.Duration(float64(res.workerCPU) / s)
 			res.redisCPU = time.Duration(float64(res.redisCPU) / s)
+			res.fakeCPU = time.Duration(float64(res.fakeCPU) / s)
+			res.busy = busy.Seconds() / s
 		}
 	}
 	res.rss = w.stop()
@@ -478,6 +526,10 @@ func (e *env) e2e(ctx context.Context, pr *provider, kind string, n, concurrency
 		return res, fmt.Errorf("%s worker delivered nothing measurable (log: %s)", kind, lastLines(string(out), 10))
 	}
 	return res, nil
+}
+
+func (r e2eResult) cores() string {
+	return fmt.Sprintf("%.2f + %.2f + %.2f (%.2f of %d)", r.workerCPU.Seconds(), r.redisCPU.Seconds(), r.fakeCPU.Seconds(), r.busy, runtime.NumCPU())
 }
 
 func lastLines(s string, n int) string {
@@ -547,8 +599,8 @@ func (e *env) endToEnd(ctx context.Context) error {
 			}
 			g.row(fmt.Sprintf("%s, concurrency %d", name, c), fmtRate(o.rate), fmt.Sprintf("otpq worker (%d servers)", servers),
 				fmtRate(b.rate), "hand-written asynq handler", ratio(o.rate, b.rate),
-				fmt.Sprintf("direct sync loop %s (%s); CPU cores used: otpq %.2f + redis %.2f, baseline %.2f + redis %.2f",
-					fmtRate(directRate), ratio(o.rate, directRate), o.workerCPU.Seconds(), o.redisCPU.Seconds(), b.workerCPU.Seconds(), b.redisCPU.Seconds()))
+				fmt.Sprintf("direct sync loop %s (%s); cores used by worker + redis + fake provider (machine): otpq %s, baseline %s",
+					fmtRate(directRate), ratio(o.rate, directRate), o.cores(), b.cores()))
 			if lat == 0 && c == 100 {
 				e.rep.e2eRatio = o.rate / b.rate
 			}
@@ -558,6 +610,13 @@ func (e *env) endToEnd(ctx context.Context) error {
 			}
 		}
 		if lat == 0 {
+			e.logf("  %s, concurrency 100: otpq worker in process, CPU profile", name)
+			prof, err := e.profileWorker(ctx, pr, e.n(40000))
+			if err != nil {
+				pr.proc.stop()
+				return err
+			}
+			e.rep.workerProfile = prof
 			for _, s := range []int{1, 4} {
 				e.logf("  %s, concurrency 100: otpq --servers %d", name, s)
 				o, err := e.e2e(ctx, pr, "otpq", e.n(40000), 100, s)
@@ -566,12 +625,48 @@ func (e *env) endToEnd(ctx context.Context) error {
 					return err
 				}
 				g.row(fmt.Sprintf("%s, concurrency 100, --servers %d", name, s), fmtRate(o.rate), fmt.Sprintf("otpq worker (%d servers)", s),
-					"", "", "", fmt.Sprintf("CPU cores used: otpq %.2f + redis %.2f", o.workerCPU.Seconds(), o.redisCPU.Seconds()))
+					"", "", "", "cores used: "+o.cores())
 			}
 		}
 		pr.proc.stop()
 	}
 	return e.flush(ctx)
+}
+
+// profileWorker runs worker.New with its defaults in this process against
+// n preloaded tasks for 5s under the CPU profiler and returns pprof's top.
+func (e *env) profileWorker(ctx context.Context, pr *provider, n int) (string, error) {
+	if err := e.flush(ctx); err != nil {
+		return "", err
+	}
+	if err := e.preload(ctx, n, producer.QueueBulk, false); err != nil {
+		return "", err
+	}
+	w, err := worker.New(worker.Config{RedisURL: e.url, BaseURL: pr.url, DevKey: devKey, DevSecret: devSecret,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.dir, "worker.cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := w.Start(); err != nil {
+		pprof.StopCPUProfile()
+		f.Close()
+		return "", err
+	}
+	time.Sleep(5 * time.Second)
+	w.Shutdown()
+	pprof.StopCPUProfile()
+	f.Close()
+	exe, _ := os.Executable()
+	return pprofTop(exe, path), e.flush(ctx)
 }
 
 // ---- 3. idle latency ----------------------------------------------------

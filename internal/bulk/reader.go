@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -357,7 +356,11 @@ func (r *Reader) readLine() (line []byte, tooLong bool, err error) {
 	}
 }
 
-var keyChars = regexp.MustCompile(`^[A-Za-z0-9._:/@+=-]+$`)
+// keyChar reports whether c may appear in a deduplication key: the
+// characters producer.DedupKey accepts (letters, digits, . _ : / @ + = -).
+func keyChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._:/@+=-", c)
+}
 
 // finish validates a parsed row and derives its key.
 func (r *Reader) finish(line int, req producer.Request, id string) (Row, *Reject, error) {
@@ -376,7 +379,7 @@ func (r *Reader) finish(line int, req producer.Request, id string) (Row, *Reject
 	switch {
 	case len(key) > producer.MaxDedupKeyLen:
 		return Row{}, &Reject{Line: line, Field: "id", Reason: fmt.Sprintf("longer than %d bytes (with --id-prefix)", producer.MaxDedupKeyLen)}, nil
-	case !keyChars.MatchString(key):
+	case strings.IndexFunc(key, func(c rune) bool { return !keyChar(c) }) >= 0:
 		return Row{}, &Reject{Line: line, Field: "id", Reason: "may hold only letters, digits and . _ : / @ + = -"}, nil
 	}
 	return Row{Line: line, Request: req, Key: key}, nil, nil

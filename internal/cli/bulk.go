@@ -29,6 +29,7 @@ func (m *Main) bulkCmd() *ffcli.Command {
 	rejects := fs.String("rejects", "", "write rejected rows (line number, field, reason) to this file instead of standard error")
 	idPrefix := fs.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
 	every := fs.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
+	destLimit := fs.Int("destination-limit", 0, "most sends to one destination per 15 minutes, counted with every producer; a row beyond it is rejected; 0 = 5, negative = off (trusted lists)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for benchmarks)")
 	return m.newCommand("bulk", "otpq bulk [flags] FILE|-",
 		"Enqueue every row of a CSV or JSON Lines file.",
@@ -87,7 +88,7 @@ bad CSV header).`, fs,
 			}
 			return m.runBulk(ctx, bulkRun{
 				path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
-				idPrefix: *idPrefix, rate: *ratePer, every: *every,
+				idPrefix: *idPrefix, rate: *ratePer, every: *every, destLimit: *destLimit,
 				opts:      []producer.Option{producer.Queue(*queue), producer.ExpiresIn(*expires)},
 				retention: *retention,
 			})
@@ -97,6 +98,7 @@ bad CSV header).`, fs,
 type bulkRun struct {
 	path, redisURL, rejects, idPrefix string
 	format                            bulk.Format
+	destLimit                         int
 	dryRun                            bool
 	rate                              float64
 	every                             time.Duration
