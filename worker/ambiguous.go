@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -49,9 +51,18 @@ func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload
 	}
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == codeFrequencyLimit {
-		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 {
+		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 || w.leaseLost(queue, id) {
 			return &likelyDelivered{cause: err}
 		}
 	}
 	return err
+}
+
+// leaseLost reports whether the task's previous attempt ended with its
+// lease expiring (the worker was killed or cut off mid-send): that attempt
+// may have reached the provider with nobody left to hear the answer. Only
+// read on the rare 3004 path.
+func (w *Worker) leaseLost(queue, id string) bool {
+	info, err := asynq.NewInspectorFromRedisClient(w.rdb).GetTaskInfo(queue, id)
+	return err == nil && info.LastErr == asynq.ErrLeaseExpired.Error()
 }
