@@ -5,6 +5,7 @@ package faulttest
 import (
 	"context"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -63,6 +64,42 @@ func TestKill9WithSendsInFlight(t *testing.T) {
 	require.LessOrEqual(t, f.Duplicates, inFlight, "duplicates above in-flight at the kill: %s", f)
 	require.LessOrEqual(t, f.Resent, inFlight, "re-sent above in-flight at the kill: %s", f)
 	require.Equal(t, len(tasks), f.Delivered, "every task should be delivered once the provider works: %s", f)
+}
+
+// TestKill9ProviderFrequencyRule is TestKill9WithSendsInFlight against a
+// provider that, like the real EngageLab, refuses a second code for the same
+// user and template within its validity (3004). The sends cut off by the
+// kill reached the provider; their redelivery must not reach the user twice
+// and must be reported as likely delivered, not as a plain failure.
+func TestKill9ProviderFrequencyRule(t *testing.T) {
+	rep := newReport(t, 1, "`kill -9` with sends in flight, provider enforcing its 3004 frequency rule (as the real API does)",
+		"lost 0; duplicates 0; every redelivery refused with 3004 archived as `likely delivered by an earlier attempt`")
+	b := setup(t, setupOpts{latency: 300 * time.Millisecond, fakeArgs: []string{"--frequency-window", "10m"}})
+	tasks := b.sendN(200)
+	w := b.startWorker("--concurrency", "20")
+	b.waitDelivered(40, 30*time.Second)
+	w.signal(syscall.SIGKILL)
+	require.True(t, w.wait(5*time.Second), "worker did not die on SIGKILL")
+	inFlight := b.leaseCount()
+	require.Positive(t, inFlight, "no task was in flight at the kill; the scenario tested nothing")
+
+	b.startWorker("--concurrency", "20")
+	f := b.settle(tasks, 200*time.Second)
+	refused, likely := 0, 0
+	for _, info := range f.info {
+		if strings.Contains(info.LastErr, "engagelab 3004") {
+			refused++
+			if strings.HasPrefix(info.LastErr, "likely delivered by an earlier attempt") {
+				likely++
+			}
+		}
+	}
+	rep.figure("in-flight at kill %d; lost %d; duplicates %d; re-sent %d, of which refused with 3004: %d, archived as likely delivered: %d; leftover active %d, lease %d",
+		inFlight, f.Lost, f.Duplicates, f.Resent, refused, likely, f.Active, f.Lease)
+	t.Log(f)
+	require.Zero(t, f.Lost, "%s", f)
+	require.Zero(t, f.Duplicates, "%s", f)
+	require.Equal(t, refused, likely, "redeliveries refused with 3004 archived as a plain failure instead of likely delivered: %s", f)
 }
 
 // TestSIGTERMWithSendsInFlight: a graceful stop lets in-flight sends finish
