@@ -4,7 +4,9 @@ package faulttest
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,9 +60,15 @@ func (b *bundle) redisValues(t *testing.T) []string {
 // stored in Redis, or (the secret) anywhere in Redis.
 func TestCanaryAbsent(t *testing.T) {
 	rep := newReport(t, 11, "canary codes and secret through every outcome, `--log-level debug`",
-		"0 occurrences in worker/fake output, `/metrics`, stored errors and results; secret nowhere in Redis")
+		"0 occurrences in worker/fake output, `/metrics`, stored errors and results; with `OTPQ_PAYLOAD_KEY`, no readable code (queued or finished), secret or key in Redis")
 	const secret = "canary-SECRET-9f3Qz7Lw"
-	b := setup(t, setupOpts{key: "canary-key-4Hn2", secret: secret})
+	// A fixed, distinctive payload key (AES-256) so that its leaking can be searched for too.
+	rawKey := []byte("canary-payload-key-0123456789abc")
+	require.Len(t, rawKey, 32)
+	payloadKey := base64.StdEncoding.EncodeToString(rawKey)
+	ring := "k1:" + payloadKey
+	b := setup(t, setupOpts{key: "canary-key-4Hn2", secret: secret,
+		producerConfig: func(c *producer.Config) { c.PayloadKeys = ring }})
 	codeOf := map[string]string{}
 	var tasks []sent
 	var rules []fakeRule
@@ -98,8 +106,10 @@ func TestCanaryAbsent(t *testing.T) {
 	bad := sent{id: info.ID, to: "+15550009999", queue: task.QueueCritical}
 	codeOf[bad.id] = badCode
 
+	// Codes are sealed at rest: none is readable in Redis while queued.
+	queuedValues := b.redisValues(t)
 	time.Sleep(1200 * time.Millisecond) // the short-lived codes expire before any worker runs
-	w := b.startWorker("--log-level", "debug", "--concurrency", "10", "--http-timeout", "500ms",
+	w := b.startWorkerEnv([]string{"OTPQ_PAYLOAD_KEY=" + ring}, "--log-level", "debug", "--concurrency", "10", "--http-timeout", "500ms",
 		"--max-retry", "2", "--retry-min-delay", "200ms", "--retry-max-delay", "400ms")
 	all := append(append([]sent{}, tasks...), bad)
 	f := b.settle(all, 60*time.Second)
@@ -122,18 +132,29 @@ func TestCanaryAbsent(t *testing.T) {
 				leaks = append(leaks, "code in "+p.name)
 			}
 		}
-		if strings.Contains(p.text, secret) {
-			leaks = append(leaks, "secret in "+p.name)
+		for _, sec := range []string{secret, payloadKey} {
+			if strings.Contains(p.text, sec) {
+				leaks = append(leaks, "secret or payload key in "+p.name)
+			}
 		}
 	}
-	values := b.redisValues(t)
+	// The search can see a plaintext code: the corrupt task, written raw, shows up.
+	require.True(t, slices.ContainsFunc(queuedValues, func(v string) bool { return strings.Contains(v, badCode) }),
+		"the Redis search cannot see task payloads; it would miss a readable code")
+	values := append(b.redisValues(t), queuedValues...)
 	for _, v := range values {
-		if strings.Contains(v, secret) {
-			leaks = append(leaks, "secret in Redis")
+		if strings.Contains(v, secret) || strings.Contains(v, payloadKey) || strings.Contains(v, string(rawKey)) {
+			leaks = append(leaks, "secret or payload key in Redis")
+		}
+		for id, code := range codeOf {
+			// The corrupt task was written raw by this test, not by otpq.
+			if id != bad.id && strings.Contains(v, code) {
+				leaks = append(leaks, "readable code in Redis")
+			}
 		}
 	}
 	logLinesN := strings.Count(w.log(), "\n")
-	rep.figure("%d tasks (%d delivered, %d dead-lettered %v); searched %d worker log lines, the fake's output, %d lines of /metrics, %d stored errors/results, %d Redis values: %d leaks",
+	rep.figure("%d tasks (%d delivered, %d dead-lettered %v); searched %d worker log lines, the fake's output, %d lines of /metrics, %d stored errors/results, %d Redis values (queued and finished, codes sealed): %d leaks",
 		len(all), f.Delivered, f.DeadLettered, f.Reasons, logLinesN, strings.Count(metrics, "\n"), 2*len(all), len(values), len(leaks))
 	t.Log(f)
 	require.Empty(t, leaks)
