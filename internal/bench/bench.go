@@ -342,11 +342,12 @@ func writeCSV(path string, rows int) error {
 	return f.Close()
 }
 
-func pprofTop(bin, prof string) string {
+func pprofTop(bin, prof string, extra ...string) string {
 	if _, err := os.Stat(prof); err != nil {
 		return ""
 	}
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "25", bin, prof).CombinedOutput()
+	args := append(append([]string{"tool", "pprof", "-top", "-nodecount", "30"}, extra...), bin, prof)
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		return ""
 	}
@@ -603,6 +604,7 @@ func (e *env) endToEnd(ctx context.Context) error {
 					fmtRate(directRate), ratio(o.rate, directRate), o.cores(), b.cores()))
 			if lat == 0 && c == 100 {
 				e.rep.e2eRatio = o.rate / b.rate
+				e.rep.e2eBusy = o.busy
 			}
 			if c == 1000 && lat > 0 {
 				g5.row(fmt.Sprintf("worker peak RSS, concurrency 1000, %s provider", lat), fmtBytes(o.rss), "otpq worker", fmtBytes(b.rss), "hand-written asynq handler",
@@ -666,7 +668,7 @@ func (e *env) profileWorker(ctx context.Context, pr *provider, n int) (string, e
 	pprof.StopCPUProfile()
 	f.Close()
 	exe, _ := os.Executable()
-	return pprofTop(exe, path), e.flush(ctx)
+	return pprofTop(exe, path, "-cum"), e.flush(ctx)
 }
 
 // ---- 3. idle latency ----------------------------------------------------
