@@ -42,12 +42,16 @@ func (m *Main) sendCmd() *ffcli.Command {
 	expires := fs.Duration("expires-in", producer.DefaultExpiry, "how long the code stays valid; it is never sent after")
 	delay := fs.Duration("delay", 0, "hold the send back this long")
 	id := fs.String("id", "", "deduplication key: a second send with the same key is not enqueued (exit 3)")
+	destLimit := fs.Int("destination-limit", 0, "most sends to one destination per --destination-window, across all producers (exit 5 beyond); 0 = 5, negative = off")
+	destWindow := fs.Duration("destination-window", 0, "window of --destination-limit; 0 = 15m")
 	return m.newCommand("send", "otpq send --to … --template … [--code …|--code-file …] [flags]",
 		"Enqueue one OTP send and print its task ID.",
 		`Validates the send, enqueues it and prints the task ID alone on standard
 output. Invalid input is reported on standard error naming the field, with
 exit 2, and nothing is enqueued. A duplicate --id prints the existing ID and
-exits 3.`, fs,
+exits 3. A destination that already had --destination-limit sends within
+--destination-window is refused with exit 5. With OTPQ_PAYLOAD_KEY (or
+OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, fs,
 		func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("send takes no arguments, got %q", args)
@@ -73,7 +77,15 @@ exits 3.`, fs,
 			if *id != "" {
 				opts = append(opts, producer.DedupKey(*id))
 			}
-			p, err := producer.New(producer.Config{RedisURL: *redisURL})
+			ropt, err := m.redisOption(*redisURL)
+			if err != nil {
+				return err
+			}
+			keys, err := m.payloadKeys()
+			if err != nil {
+				return err
+			}
+			p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, DestinationLimit: *destLimit, DestinationWindow: *destWindow})
 			if err != nil {
 				return usagef("%v", err)
 			}
@@ -87,6 +99,8 @@ exits 3.`, fs,
 				return &exitError{code: ExitDuplicate, msg: "duplicate: a send with this --id is already queued; nothing enqueued"}
 			case errors.Is(err, producer.ErrInvalid):
 				return usagef("%v", err)
+			case errors.Is(err, producer.ErrDestinationLimited):
+				return &exitError{code: ExitLimited, msg: err.Error() + "; nothing enqueued"}
 			case err != nil:
 				return err
 			}
@@ -124,7 +138,11 @@ holds it (never enqueued, or deleted after its retention).`, fs,
 			if err := m.checkRedisURL(*redisURL); err != nil {
 				return err
 			}
-			p, err := producer.New(producer.Config{RedisURL: *redisURL})
+			ropt, err := m.redisOption(*redisURL)
+			if err != nil {
+				return err
+			}
+			p, err := producer.New(producer.Config{Redis: ropt})
 			if err != nil {
 				return usagef("%v", err)
 			}

@@ -41,6 +41,8 @@ type workerFlags struct {
 	poll, shutdown              *time.Duration
 	retryCodes                  *string
 	log                         logFlags
+	rate                        *float64
+	rateBurst                   *int
 }
 
 func newWorkerFlags(fs *flag.FlagSet) *workerFlags {
@@ -56,6 +58,8 @@ func newWorkerFlags(fs *flag.FlagSet) *workerFlags {
 		shutdown:    fs.Duration("shutdown-timeout", 0, "how long shutdown waits for in-flight sends; 0 = http-timeout + 5s"),
 		retryCodes:  fs.String("retry-codes", "", "extra EngageLab error codes to retry, comma-separated (e.g. 5016)"),
 		log:         newLogFlags(fs),
+		rate:        fs.Float64("rate", 0, "most provider sends per second across all workers on this Redis; 0 = no limit"),
+		rateBurst:   fs.Int("rate-burst", 0, "sends allowed at once under --rate; 0 = max(1, rate/10)"),
 	}
 }
 
@@ -78,6 +82,12 @@ func (f *workerFlags) config() (worker.Config, error) {
 	if *f.retryMax < *f.retryMin {
 		return worker.Config{}, usagef("--retry-max-delay %s is below --retry-min-delay %s", *f.retryMax, *f.retryMin)
 	}
+	if *f.rate < 0 {
+		return worker.Config{}, usagef("--rate: must not be negative, got %g", *f.rate)
+	}
+	if *f.rateBurst < 0 {
+		return worker.Config{}, usagef("--rate-burst: must not be negative, got %d", *f.rateBurst)
+	}
 	codes, err := parseCodes(*f.retryCodes)
 	if err != nil {
 		return worker.Config{}, err
@@ -90,6 +100,7 @@ func (f *workerFlags) config() (worker.Config, error) {
 		RedisURL: *f.redisURL, Concurrency: *f.concurrency, Servers: *f.servers,
 		MaxRetry: maxRetry, RetryMinDelay: *f.retryMin, RetryMaxDelay: *f.retryMax,
 		HTTPTimeout: *f.httpTO, PollInterval: *f.poll, ShutdownTimeout: *f.shutdown, RetryCodes: codes,
+		RateLimit: *f.rate, RateBurst: *f.rateBurst,
 	}
 	return cfg, nil
 }
@@ -145,6 +156,12 @@ non-loopback --http-addr is refused (exit 2).`, fs,
 				return err
 			}
 			cfg.Logger = log
+			if cfg.Redis, err = m.redisOption(cfg.RedisURL); err != nil {
+				return err
+			}
+			if cfg.PayloadKeys, err = m.payloadKeys(); err != nil {
+				return err
+			}
 			reg := prometheus.NewRegistry()
 			cfg.Registerer = reg
 			w, err := worker.New(cfg)
