@@ -177,33 +177,25 @@ func WithPassword(opt asynq.RedisConnOpt, password string) asynq.RedisConnOpt {
 // WithRootCAs returns opt with TLS verified against the PEM certificates
 // in caPEM (a private CA, such as OTPQ_REDIS_CA_FILE), turning TLS on for
 // a plain redis:// option. The server name is the host of the address.
+// Sentinel and Cluster options are refused.
 func WithRootCAs(opt asynq.RedisConnOpt, caPEM []byte) (asynq.RedisConnOpt, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("no PEM certificate found in the CA file")
 	}
-	conf := func(c *tls.Config, addr string) *tls.Config {
-		if c == nil {
-			host, _, _ := net.SplitHostPort(addr)
-			c = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-		} else {
-			c = c.Clone()
-		}
-		c.RootCAs = pool
-		return c
+	o, ok := opt.(asynq.RedisClientOpt)
+	if !ok {
+		// Sentinel and Cluster reach several hosts, each with its own name.
+		return nil, errors.New("a CA file applies to redis:// and rediss:// only; for TLS to Sentinel or Cluster build the asynq option in Go")
 	}
-	switch o := opt.(type) {
-	case asynq.RedisClientOpt:
-		o.TLSConfig = conf(o.TLSConfig, o.Addr)
-		return o, nil
-	case asynq.RedisFailoverClientOpt:
-		o.TLSConfig = conf(o.TLSConfig, "")
-		return o, nil
-	case asynq.RedisClusterClientOpt:
-		o.TLSConfig = conf(o.TLSConfig, "")
-		return o, nil
+	if o.TLSConfig == nil {
+		host, _, _ := net.SplitHostPort(o.Addr)
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	} else {
+		o.TLSConfig = o.TLSConfig.Clone()
 	}
-	return opt, nil
+	o.TLSConfig.RootCAs = pool
+	return o, nil
 }
 
 // Redact hides the password of a Redis URL: redis://user:secret@host →

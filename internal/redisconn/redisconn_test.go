@@ -1,7 +1,15 @@
 package redisconn
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
@@ -84,4 +92,24 @@ func TestWithPasswordAndRootCAs(t *testing.T) {
 	require.NoError(t, err)
 	_, err = WithRootCAs(opt, []byte("not pem"))
 	require.ErrorContains(t, err, "no PEM certificate")
+	sentinel, err := Option("redis-sentinel://s:1?master=m", nil, 0)
+	require.NoError(t, err)
+	_, err = WithRootCAs(sentinel, testCA(t))
+	require.ErrorContains(t, err, "redis:// and rediss:// only")
+	opt, err = WithRootCAs(opt, testCA(t))
+	require.NoError(t, err)
+	require.Equal(t, "h", opt.(asynq.RedisClientOpt).TLSConfig.ServerName)
+	require.NotNil(t, opt.(asynq.RedisClientOpt).TLSConfig.RootCAs)
+}
+
+// testCA is a fresh self-signed CA certificate in PEM.
+func testCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
