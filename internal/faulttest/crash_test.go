@@ -43,6 +43,7 @@ func (b *bundle) waitDelivered(n int, d time.Duration) {
 // ~2 minutes: the real behaviour, not shortened.
 func TestKill9WithSendsInFlight(t *testing.T) {
 	rep := newReport(t, 1, "`kill -9` the worker with sends in flight, start a new one", "lost 0; duplicates ≤ in-flight at the kill")
+	t.Parallel() // waits (lease expiry, a 30 s outage) overlap with the other waiting scenarios
 	b := setup(t, setupOpts{latency: 300 * time.Millisecond})
 	tasks := b.sendN(200)
 	w := b.startWorker("--concurrency", "20")
@@ -74,6 +75,7 @@ func TestKill9WithSendsInFlight(t *testing.T) {
 func TestKill9ProviderFrequencyRule(t *testing.T) {
 	rep := newReport(t, 1, "`kill -9` with sends in flight, provider enforcing its 3004 frequency rule (as the real API does)",
 		"lost 0; duplicates 0; every redelivery refused with 3004 archived as `likely delivered by an earlier attempt`")
+	t.Parallel() // waits (lease expiry, a 30 s outage) overlap with the other waiting scenarios
 	b := setup(t, setupOpts{latency: 300 * time.Millisecond, fakeArgs: []string{"--frequency-window", "10m"}})
 	tasks := b.sendN(200)
 	w := b.startWorker("--concurrency", "20")

@@ -154,8 +154,8 @@ func TestCanaryAbsent(t *testing.T) {
 		}
 	}
 	logLinesN := strings.Count(w.log(), "\n")
-	rep.figure("%d tasks (%d delivered, %d dead-lettered %v); searched %d worker log lines, the fake's output, %d lines of /metrics, %d stored errors/results, %d Redis values (queued and finished, codes sealed): %d leaks",
-		len(all), f.Delivered, f.DeadLettered, f.Reasons, logLinesN, strings.Count(metrics, "\n"), 2*len(all), len(values), len(leaks))
+	rep.figure("%d tasks (%d delivered, %d dead-lettered: %s); searched %d worker log lines, the fake's output, %d lines of /metrics, %d stored errors/results, %d Redis values (queued and finished, codes sealed): %d leaks",
+		len(all), f.Delivered, f.DeadLettered, reasonList(f.Reasons), logLinesN, strings.Count(metrics, "\n"), 2*len(all), len(values), len(leaks))
 	t.Log(f)
 	require.Empty(t, leaks)
 	require.Zero(t, f.Lost, "%s", f)

@@ -27,6 +27,7 @@ func TestProviderErrorsFor30s(t *testing.T) {
 	const maxRetry = 12
 	rep := newReport(t, 5, "provider answers HTTP 500 / code 1000 to everything for 30 s",
 		fmt.Sprintf("lost 0; every task delivered afterwards or expired; provider calls per task ≤ 1 + --max-retry (%d)", maxRetry+1))
+	t.Parallel() // waits (lease expiry, a 30 s outage) overlap with the other waiting scenarios
 	b := setup(t, setupOpts{})
 	b.fake.setRules(t, fakeRule{To: "*", Status: 500, Code: 1000})
 	outageStart := time.Now()
@@ -42,8 +43,8 @@ func TestProviderErrorsFor30s(t *testing.T) {
 	require.NoError(t, err)
 	fs, err := b.measure(short)
 	require.NoError(t, err)
-	rep.figure("%d provider calls failed during the outage; long-lived codes: %d/%d delivered; 12 s codes: %d delivered, %d dead-lettered %v; lost %d; duplicates %d; max calls/task %d; leftover active %d, lease %d",
-		during.Total, fl.Delivered, fl.Accepted, fs.Delivered, fs.DeadLettered, fs.Reasons, f.Lost, f.Duplicates, f.MaxRequests, f.Active, f.Lease)
+	rep.figure("%d provider calls failed during the outage; long-lived codes: %d/%d delivered; 12 s codes: %d delivered, %d dead-lettered (%s); lost %d; duplicates %d; max calls/task %d; leftover active %d, lease %d",
+		during.Total, fl.Delivered, fl.Accepted, fs.Delivered, fs.DeadLettered, reasonList(fs.Reasons), f.Lost, f.Duplicates, f.MaxRequests, f.Active, f.Lease)
 	t.Log(f)
 	require.Zero(t, f.Lost, "lost: %s", f)
 	require.Equal(t, len(long), fl.Delivered, "long-lived codes must all be delivered after the outage: %s", fl)
@@ -221,8 +222,8 @@ func TestExpiredCodes(t *testing.T) {
 		callsB += before.ByTo[s.to].Requests
 		lateB += after.ByTo[s.to].Requests - before.ByTo[s.to].Requests
 	}
-	rep.figure("(a) %d codes expired in the queue: %d provider calls, %d archived as expired; (b) %d codes expired while retrying: %d calls before expiry, %d after; archived %v; lost %d",
-		len(queued), callsA, sa.Reasons["expired"], len(retrying), callsB, lateB, fb.Reasons, fa.Lost+fb.Lost)
+	rep.figure("(a) %d codes expired in the queue: %d provider calls, %d archived as expired; (b) %d codes expired while retrying: %d calls before expiry, %d after; archived: %s; lost %d",
+		len(queued), callsA, sa.Reasons["expired"], len(retrying), callsB, lateB, reasonList(fb.Reasons), fa.Lost+fb.Lost)
 	require.Zero(t, callsA, "expired queued codes were sent: %s", fa)
 	require.Equal(t, len(queued), fa.Reasons["expired"], "%s", fa)
 	require.Positive(t, callsB, "the retrying codes were never tried: scenario (b) tested nothing")

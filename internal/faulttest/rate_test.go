@@ -40,7 +40,7 @@ func busiestSecond(samples []sample) int {
 func TestGlobalRateLimit(t *testing.T) {
 	const rate, burst, workers, n = 100, 10, 3, 1000
 	rep := newReport(t, 13, fmt.Sprintf("%d worker processes sharing `--rate %d` (burst %d), %d queued sends", workers, rate, burst, n),
-		fmt.Sprintf("busiest 1 s at the provider ≤ %d + burst %d (+5%% sampling slack); average ≤ %d/s; lost 0; 1 call per task", rate, burst, rate))
+		fmt.Sprintf("busiest 1 s at the provider ≤ %d + burst %d (+5%% sampling slack); average after the burst ≤ %d/s (+1%% timing slack); lost 0; 1 call per task", rate, burst, rate))
 	b := setup(t, setupOpts{latency: 10 * time.Millisecond})
 	tasks := b.sendN(n)
 	for range workers {
@@ -65,9 +65,10 @@ func TestGlobalRateLimit(t *testing.T) {
 	first = max(0, first-1)
 	run := samples[first:]
 	span := run[len(run)-1].at.Sub(run[0].at)
-	avg := float64(run[len(run)-1].total) / span.Seconds()
+	// The burst may go at once at the start; the rest is paced.
+	avg := float64(run[len(run)-1].total-burst) / span.Seconds()
 	peak := busiestSecond(run)
-	rep.figure("%d sends in %s: average %.1f/s, busiest 1 s window %d; lost %d; max calls/task %d; duplicates %d",
+	rep.figure("%d sends in %s: average after the initial burst %.1f/s, busiest 1 s window %d; lost %d; max calls/task %d; duplicates %d",
 		n, span.Round(100*time.Millisecond), avg, peak, f.Lost, f.MaxRequests, f.Duplicates)
 	t.Log(f)
 	require.Zero(t, f.Lost, "%s", f)
@@ -75,5 +76,5 @@ func TestGlobalRateLimit(t *testing.T) {
 	require.Equal(t, 1, f.MaxRequests, "a throttled task was sent more than once: %s", f)
 	maxPeak := (rate+burst)*105/100 + 1
 	require.LessOrEqual(t, peak, maxPeak, "busiest second above the limit")
-	require.LessOrEqual(t, avg, rate*1.02, "average above the limit")
+	require.LessOrEqual(t, avg, rate*1.01, "average above the limit")
 }
