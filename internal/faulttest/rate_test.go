@@ -43,19 +43,29 @@ func TestGlobalRateLimit(t *testing.T) {
 		fmt.Sprintf("busiest 1 s at the provider ≤ %d + burst %d (+5%% sampling slack); average after the burst ≤ %d/s (+1%% timing slack); lost 0; 1 call per task", rate, burst, rate))
 	b := setup(t, setupOpts{latency: 10 * time.Millisecond})
 	tasks := b.sendN(n)
+	// Sample from before the first worker starts, so the run's start is seen.
+	sampled := make(chan []sample, 1)
+	go func() {
+		var samples []sample
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			st, err := b.fakeStats()
+			if err == nil {
+				samples = append(samples, sample{time.Now(), st.Total})
+			}
+			if (err == nil && st.Total >= n) || time.Now().After(deadline) {
+				sampled <- samples
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	for range workers {
 		b.startWorker("--concurrency", "50", "--rate", fmt.Sprint(rate))
 	}
-	var samples []sample
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st := b.fake.stats(t)
-		samples = append(samples, sample{time.Now(), st.Total})
-		if st.Total >= n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	samples := <-sampled
+	require.NotEmpty(t, samples)
+	require.Zero(t, samples[0].total, "the provider was called before sampling began")
 	f := b.settle(tasks, 60*time.Second)
 	// The run proper: from the first request to the last.
 	first := 0
