@@ -70,9 +70,14 @@ func TestRateLimitSharedAcrossWorkers(t *testing.T) {
 	span := rc[len(rc)-1].At.Sub(rc[0].At)
 	t.Logf("rate limit %d/s burst %d, 3 workers x 8: %d sends in %s = %.1f/s; busiest 1s window %d",
 		limit, burst, n, span.Round(time.Millisecond), float64(n-1)/span.Seconds(), peak)
-	require.LessOrEqual(t, peak, limit+burst)
-	// Without the limit the same run puts far more than that into one window.
-	require.Greater(t, n, limit+burst)
+	// The limiter spaces the starts of requests; the provider stamps their
+	// arrival, which scheduling and network jitter (tens of ms on a loaded
+	// 2-core machine under -race) can bunch up. Allowed: limit + burst, plus
+	// what 100ms of jitter can add (limit/10).
+	require.LessOrEqual(t, peak, limit+burst+limit/10)
+	// Over the whole run the provider saw the limit, not the workers' speed
+	// (3 x 8 in flight against a fake answering at once would be >1000/s).
+	require.Less(t, float64(n-1)/span.Seconds(), 1.25*limit)
 }
 
 // TestRateLimitThrottleDoesNotSpendRetries: with a slow limit and a short
