@@ -196,6 +196,8 @@ func storedMsg(t *testing.T, b bundle, queue, id string) string {
 // cannot send.
 func TestScrubFinishedTasks(t *testing.T) {
 	b := setup(t, func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond })
+	// As after a Redis restart: the scrub script is not cached on the server.
+	require.NoError(t, b.db.Client.ScriptFlush(context.Background()).Err())
 	b.fake.SetRules(fakeengagelab.Rule{To: "+15556000001", Code: 5013})
 	dead := b.send(t, "+15556000001")
 	ok := b.send(t, "+15556000002")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,11 +163,17 @@ func (s *scrubber) scrubPending(ctx context.Context, last bool) {
 	s.mu.Unlock()
 }
 
-// sweep scrubs every archived and completed task of otpq's queues.
+// sweepLimit bounds one sweep of a queue's completed set: the tasks that
+// complete latest (the highest scores: completion time + retention).
+const sweepLimit = 10000
+
+// sweep scrubs the archived tasks of otpq's queues (asynq keeps at most
+// 10000 per queue) and the sweepLimit completed tasks that expire last,
+// so that its cost stays bounded at any throughput.
 func (s *scrubber) sweep(ctx context.Context) {
 	for _, q := range []string{task.QueueCritical, task.QueueBulk} {
 		for _, set := range []string{"archived", "completed"} {
-			ids, err := s.rdb.ZRange(ctx, "asynq:{"+q+"}:"+set, 0, -1).Result()
+			ids, err := s.rdb.ZRevRange(ctx, "asynq:{"+q+"}:"+set, 0, sweepLimit-1).Result()
 			if err != nil {
 				s.log.Warn("scrub: sweep failed", "queue", q, "error", err.Error())
 				return
@@ -222,12 +229,22 @@ func (s *scrubber) scrub(ctx context.Context, refs []scrubRef) (notFinal []scrub
 	if len(jobs) == 0 {
 		return notFinal, nil
 	}
-	pipe = s.rdb.Pipeline()
-	for _, j := range jobs {
-		scrubScript.Eval(ctx, pipe, []string{j.key}, j.old, j.new)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+	for try := 0; ; try++ {
+		pipe = s.rdb.Pipeline()
+		for _, j := range jobs {
+			scrubScript.EvalSha(ctx, pipe, []string{j.key}, j.old, j.new)
+		}
+		_, err := pipe.Exec(ctx)
+		if err == nil || errors.Is(err, redis.Nil) {
+			break
+		}
+		if try > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return nil, err
+		}
+		// First use on this server (or it restarted): load, then redo.
+		if err := scrubScript.Load(ctx, s.rdb).Err(); err != nil {
+			return nil, err
+		}
 	}
 	return notFinal, nil
 }
