@@ -152,7 +152,7 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 		if err != nil {
 			return err
 		}
-		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention})
+		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention, DestinationLimit: b.destLimit})
 		if err != nil {
 			return usagef("%v", err)
 		}

@@ -272,3 +272,25 @@ func TestBulkRedisDown(t *testing.T) {
 	require.Contains(t, errb.String(), "redis")
 	require.NotContains(t, out.String()+errb.String(), bulkCanary)
 }
+
+// Rows share the per-destination guard of otpq send; a row beyond it is
+// rejected with its line, and --destination-limit -1 turns it off.
+func TestBulkDestinationLimit(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("to,code,template,id\n")
+	for i := range 7 {
+		fmt.Fprintf(&b, "+8618700000001,%s,login,row-%d\n", bulkCanary, i)
+	}
+	f := setupBulk(t)
+	r := f.run(t, context.Background(), nil, f.file(t, "same.csv", b.String()))
+	require.Equal(t, ExitRejected, r.code, r.stderr)
+	require.Contains(t, r.stdout, "7 rows: 5 accepted, 0 duplicates (already queued), 2 rejected")
+	require.Regexp(t, `line [78]: not sent: destination send limit reached: \+86187\*+0001`, r.stderr)
+	require.NotContains(t, r.stderr, "+8618700000001", "the destination is masked")
+
+	g := setupBulk(t)
+	r = g.run(t, context.Background(), nil, "--destination-limit", "-1", g.file(t, "same.csv", b.String()))
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "7 rows: 7 accepted")
+	require.Equal(t, 7, g.pending(t, "bulk"))
+}
