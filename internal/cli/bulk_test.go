@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/redistest"
+	"github.com/otpq/otpq/internal/sealing"
+	"github.com/otpq/otpq/internal/task"
 )
 
 // bulkCanary is the code in every bulk test row: it must never be printed.
@@ -23,6 +25,7 @@ type bulkFixture struct {
 	db  *redistest.DB
 	dir string
 	ins *asynq.Inspector
+	env map[string]string
 }
 
 func setupBulk(t *testing.T) bulkFixture {
@@ -30,7 +33,7 @@ func setupBulk(t *testing.T) bulkFixture {
 	db := redistest.New(t)
 	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number})
 	t.Cleanup(func() { ins.Close() })
-	return bulkFixture{db: db, dir: t.TempDir(), ins: ins}
+	return bulkFixture{db: db, dir: t.TempDir(), ins: ins, env: map[string]string{}}
 }
 
 type bulkResult struct {
@@ -45,7 +48,7 @@ func (f bulkFixture) run(t *testing.T, ctx context.Context, stdin io.Reader, arg
 		stdin = strings.NewReader("")
 	}
 	var out, errb bytes.Buffer
-	m := &Main{Stdin: stdin, Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	m := &Main{Stdin: stdin, Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return f.env[k] }}
 	code := m.Run(ctx, append([]string{"bulk", "--redis-url", f.db.URL()}, args...))
 	r := bulkResult{code: code, stdout: out.String(), stderr: errb.String()}
 	require.NotContains(t, r.stdout+r.stderr, bulkCanary, "the code must never be printed")
@@ -293,4 +296,20 @@ func TestBulkDestinationLimit(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "7 rows: 7 accepted")
 	require.Equal(t, 7, g.pending(t, "bulk"))
+}
+
+// With OTPQ_PAYLOAD_KEY set, bulk rows are stored sealed like single sends.
+func TestBulkSealsCodesWithPayloadKey(t *testing.T) {
+	f := setupBulk(t)
+	key, err := sealing.GenerateKey("k9")
+	require.NoError(t, err)
+	f.env["OTPQ_PAYLOAD_KEY"] = key
+	r := f.run(t, context.Background(), nil, f.file(t, "s.csv", "to,code,template,id\n+8618700000001,"+bulkCanary+",login,sealed-1\n"))
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	info, err := f.ins.GetTaskInfo("bulk", "sealed-1")
+	require.NoError(t, err)
+	require.NotContains(t, string(info.Payload), bulkCanary)
+	p, err := task.Decode(info.Payload)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(p.Sealed, "k9:"))
 }
