@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,4 +249,54 @@ func newFakeHTTP(t *testing.T, fake *fakeengagelab.Server) string {
 
 func jsonLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestRedisSentinel: a redis-sentinel:// URL finds the master through a
+// real sentinel and delivers end to end.
+func TestRedisSentinel(t *testing.T) {
+	master := startRedis(t, "--port")
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor mymaster 127.0.0.1 %d 1\n", master.port)), 0o600))
+	s := &redisProc{port: freePort(t)}
+	s.args = []string{conf, "--sentinel", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1"}
+	s.start(t)
+	t.Cleanup(s.stop)
+	opt, err := redisconn.Option(fmt.Sprintf("redis-sentinel://127.0.0.1:%d/0?master=mymaster", s.port), nil, 0)
+	require.NoError(t, err)
+	pr := newPair(t, opt)
+	require.NoError(t, pr.w.Start())
+	pr.deliver(t, "+15550400001")
+}
+
+// TestRedisCluster: a redis-cluster:// URL against a real (one-node)
+// cluster delivers end to end: every key otpq's own scripts touch (rate
+// limit, destination guard, scrubbing, ambiguity marks) is a single key.
+func TestRedisCluster(t *testing.T) {
+	r := startRedis(t, "--port", "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(t.TempDir(), "nodes.conf"))
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port)})
+	defer c.Close()
+	ctx := context.Background()
+	require.NoError(t, c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err())
+	require.Eventually(t, func() bool {
+		info, _ := c.ClusterInfo(ctx).Result()
+		return strings.Contains(info, "cluster_state:ok")
+	}, 10*time.Second, 20*time.Millisecond)
+	opt, err := redisconn.Option(fmt.Sprintf("redis-cluster://127.0.0.1:%d", r.port), nil, 0)
+	require.NoError(t, err)
+	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
+	w, err := worker.New(worker.Config{Redis: opt, BaseURL: newFakeHTTP(t, fake), DevKey: "key", DevSecret: canarySecret,
+		Concurrency: 4, RateLimit: 100, ScrubInterval: 20 * time.Millisecond, Logger: jsonLogger(io.Discard)})
+	require.NoError(t, err)
+	t.Cleanup(w.Shutdown)
+	require.NoError(t, w.Start())
+	p, err := producer.New(producer.Config{Redis: opt})
+	require.NoError(t, err)
+	defer p.Close()
+	id, err := p.Send(ctx, producer.Request{To: "+15550500001", Code: canaryCode, TemplateID: "login"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return fake.Delivered("+15550500001") == 1 }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		msg, _ := c.HGet(ctx, "asynq:{critical}:t:"+id, "msg").Result()
+		return msg != "" && !strings.Contains(msg, canaryCode)
+	}, 5*time.Second, 10*time.Millisecond, "scrubbed on the cluster too")
 }
