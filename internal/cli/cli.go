@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"golang.org/x/term"
 
@@ -133,9 +132,42 @@ func (m *Main) newCommand(name, usage, short, long string, fs *flag.FlagSet, exe
 	fs.SetOutput(m.Stderr)
 	return &ffcli.Command{
 		Name: name, ShortUsage: usage, ShortHelp: short, LongHelp: long, FlagSet: fs,
-		Options: []ff.Option{ff.WithEnvVars(), ff.WithEnvVarPrefix("OTPQ")},
-		Exec:    exec,
+		Exec: func(ctx context.Context, args []string) error {
+			if err := m.flagsFromEnv(fs); err != nil {
+				return err
+			}
+			return exec(ctx, args)
+		},
 	}
+}
+
+// envName is the environment variable of a flag: --retry-min-delay ↔
+// OTPQ_RETRY_MIN_DELAY.
+func envName(flagName string) string {
+	return "OTPQ_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
+}
+
+// flagsFromEnv gives every flag not set on the command line the value of its
+// OTPQ_ variable. It reads through m.Getenv (not os.Getenv, as ff's own
+// option does), so tests and embedding programs control the environment.
+func (m *Main) flagsFromEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		key := envName(f.Name)
+		v := m.Getenv(key)
+		if v == "" {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = usagef("%s: invalid value for --%s: %v", key, f.Name, e)
+		}
+	})
+	return err
 }
 
 // redisFlag registers --redis-url.

@@ -1,0 +1,283 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/redistest"
+)
+
+const canaryCode = "CANARY-3141"
+
+// lockedBuffer is an io.Writer safe for a command running in a goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+type bundle struct {
+	db  *redistest.DB
+	env map[string]string
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	db := redistest.New(t)
+	return bundle{db: db, env: map[string]string{"OTPQ_REDIS_URL": db.URL()}}
+}
+
+// run executes otpq with args and the bundle's environment.
+func (b bundle) run(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	var out, errb lockedBuffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return b.env[k] }}
+	code := m.Run(ctx, args)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+func (b bundle) pending(t *testing.T, queue string) int {
+	t.Helper()
+	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
+	defer ins.Close()
+	q, err := ins.GetQueueInfo(queue)
+	if err != nil {
+		return 0
+	}
+	return q.Pending
+}
+
+func TestSendPrintsTaskID(t *testing.T) {
+	b := setup(t)
+	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--code", canaryCode, "--template", "login", "--param", "name=Bob", "--language", "en")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	id := strings.TrimSpace(r.stdout)
+	require.Regexp(t, `^[0-9a-f-]{36}$`, id, "the task ID alone on stdout")
+	require.Equal(t, 1, b.pending(t, "critical"))
+
+	r = b.run(t, context.Background(), "status", "--json", id)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	var st map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	require.Equal(t, "pending", st["state"])
+	require.Equal(t, "critical", st["queue"])
+	require.NotContains(t, r.stdout, canaryCode)
+}
+
+func TestSendInvalidInput(t *testing.T) {
+	b := setup(t)
+	cases := []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"--to", "12345", "--code", canaryCode, "--template", "t"}, "invalid to:"},
+		{[]string{"--to", "+8618701235678", "--template", "t"}, "invalid code: required"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode}, "invalid template: required"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--language", "fr"}, "invalid language:"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--param", "novalue"}, "want key=value"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--queue", "default"}, "invalid queue:"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--expires-in", "-1s"}, "invalid expires_in:"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--id", "has space"}, "invalid id:"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "extra"}, "takes no arguments"},
+		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--redis-url", "redis://:pw@127.0.0.1:6379/0"}, "visible in ps"},
+		{[]string{"--nope"}, "flag provided but not defined"},
+	}
+	for _, tc := range cases {
+		r := b.run(t, context.Background(), append([]string{"send"}, tc.args...)...)
+		require.Equal(t, ExitUsage, r.code, "%v: %s", tc.args, r.stderr)
+		require.Contains(t, r.stderr, tc.field, tc.args)
+		require.NotContains(t, r.stderr, canaryCode)
+		require.Empty(t, r.stdout)
+	}
+	require.Zero(t, b.pending(t, "critical"), "nothing enqueued")
+}
+
+func TestSendDuplicateExit3(t *testing.T) {
+	b := setup(t)
+	args := []string{"send", "--to", "a@example.com", "--code", canaryCode, "--template", "t", "--id", "signup-9"}
+	r := b.run(t, context.Background(), args...)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "signup-9\n", r.stdout)
+	r = b.run(t, context.Background(), args...)
+	require.Equal(t, ExitDuplicate, r.code)
+	require.Equal(t, "signup-9\n", r.stdout)
+	require.Contains(t, r.stderr, "duplicate")
+	require.Equal(t, 1, b.pending(t, "critical"))
+}
+
+func TestSendCodeFromEnvAndFile(t *testing.T) {
+	b := setup(t)
+	b.env["OTPQ_CODE"] = canaryCode
+	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--template", "t")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+
+	var out, errb lockedBuffer
+	m := &Main{Stdin: strings.NewReader(canaryCode + "\n"), Stdout: &out, Stderr: &errb, Getenv: func(k string) string {
+		if k == "OTPQ_REDIS_URL" {
+			return b.db.URL()
+		}
+		return ""
+	}}
+	require.Equal(t, ExitOK, m.Run(context.Background(), []string{"send", "--to", "+8618701235678", "--template", "t", "--code-file", "-"}), errb.String())
+	require.Equal(t, 2, b.pending(t, "critical"))
+}
+
+func TestSendRedisDown(t *testing.T) {
+	b := bundle{env: map[string]string{"OTPQ_REDIS_URL": "redis://127.0.0.1:1/0"}}
+	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--code", canaryCode, "--template", "t")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "127.0.0.1:1: connect: connection refused", "says which Redis and why")
+	require.NotContains(t, r.stderr, canaryCode)
+	require.Empty(t, r.stdout, "no task ID for a send that was not enqueued")
+}
+
+func TestStatusNotFound(t *testing.T) {
+	b := setup(t)
+	r := b.run(t, context.Background(), "status", "nope")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "task not found")
+	r = b.run(t, context.Background(), "status")
+	require.Equal(t, ExitUsage, r.code)
+}
+
+func TestWorkerNeedsCredentials(t *testing.T) {
+	// Redis points nowhere: the check must fail before Redis is touched.
+	b := bundle{env: map[string]string{"OTPQ_REDIS_URL": "redis://127.0.0.1:1/0", "ENGAGELAB_DEV_KEY": "k"}}
+	r := b.run(t, context.Background(), "worker")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "missing EngageLab credentials: set ENGAGELAB_DEV_SECRET")
+}
+
+func TestWorkerBadFlags(t *testing.T) {
+	b := bundle{env: map[string]string{"ENGAGELAB_DEV_KEY": "k", "ENGAGELAB_DEV_SECRET": "s"}}
+	for args, want := range map[string]string{
+		"--concurrency 0":                          "--concurrency: must be positive",
+		"--retry-codes 50x6":                       `--retry-codes: "50x6" is not a 4-digit`,
+		"--retry-min-delay 5s --retry-max-delay 1s": "--retry-max-delay 1s is below --retry-min-delay 5s",
+		"--http-timeout 0s":                        "--http-timeout: must be positive",
+		"--log-level loud":                         "--log-level",
+		"--max-retry -1":                           "--max-retry: must not be negative",
+	} {
+		r := b.run(t, context.Background(), append([]string{"worker"}, strings.Fields(args)...)...)
+		require.Equal(t, ExitUsage, r.code, args)
+		require.Contains(t, r.stderr, want, args)
+	}
+	b.env["OTPQ_CONCURRENCY"] = "many"
+	r := b.run(t, context.Background(), "worker")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "OTPQ_CONCURRENCY: invalid value for --concurrency")
+}
+
+// Every flag reads its OTPQ_ variable, and the command line wins over it.
+func TestFlagsFromEnvironment(t *testing.T) {
+	b := setup(t)
+	b.env["OTPQ_QUEUE"] = "bulk"
+	b.env["OTPQ_TEMPLATE"] = "login"
+	b.env["OTPQ_EXPIRES_IN"] = "90s"
+	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--code", canaryCode)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, 1, b.pending(t, "bulk"))
+
+	r = b.run(t, context.Background(), "send", "--to", "+8618701235679", "--code", canaryCode, "--queue", "critical")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, 1, b.pending(t, "critical"), "--queue beats OTPQ_QUEUE")
+
+	b.env["OTPQ_EXPIRES_IN"] = "soon"
+	r = b.run(t, context.Background(), "send", "--to", "+8618701235670", "--code", canaryCode)
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "OTPQ_EXPIRES_IN: invalid value for --expires-in")
+}
+
+func TestUnknownSubcommand(t *testing.T) {
+	b := bundle{}
+	r := b.run(t, context.Background(), "sned")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "sned")
+}
+
+// TestWorkerEndToEnd drives `otpq worker` and `otpq send` as a user would.
+func TestWorkerEndToEnd(t *testing.T) {
+	b := setup(t)
+	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: "CANARY-SECRET"})
+	fake.SetRules(fakeengagelab.Rule{To: "+8613800000002", Code: 5013})
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var werr lockedBuffer
+	done := make(chan int)
+	go func() {
+		m := &Main{Stdin: strings.NewReader(""), Stdout: &lockedBuffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
+		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", ""})
+	}()
+
+	ok := b.run(t, context.Background(), "send", "--to", "+8613800000001", "--code", canaryCode, "--template", "login")
+	require.Equal(t, ExitOK, ok.code, ok.stderr)
+	bad := b.run(t, context.Background(), "send", "--to", "+8613800000002", "--code", canaryCode, "--template", "login")
+	require.Equal(t, ExitOK, bad.code, bad.stderr)
+
+	waitState := func(id, state string) string {
+		var out string
+		require.Eventually(t, func() bool {
+			r := b.run(t, context.Background(), "status", id)
+			out = r.stdout
+			return strings.Contains(r.stdout, "state:        "+state)
+		}, 15*time.Second, 20*time.Millisecond, "task %s never %s; worker log:\n%s", id, state, werr.String())
+		return out
+	}
+	delivered := waitState(strings.TrimSpace(ok.stdout), "completed")
+	require.Contains(t, delivered, "send_channel: sms")
+	require.Contains(t, delivered, "message_id:")
+	archived := waitState(strings.TrimSpace(bad.stdout), "archived")
+	require.Contains(t, archived, "last_error:   engagelab 5013: Number has been blacklisted")
+
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, ExitOK, code, werr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not stop on cancel")
+	}
+	logs := werr.String()
+	require.Contains(t, logs, `"msg":"delivered"`)
+	require.Contains(t, logs, `"to":"+86138****0001"`)
+	require.NotContains(t, logs, canaryCode)
+	require.NotContains(t, logs, "CANARY-SECRET")
+	require.NotContains(t, logs, "+8613800000001")
+}
+
+func TestDevOnce(t *testing.T) {
+	b := bundle{}
+	r := b.run(t, context.Background(), "dev", "--once", "--http-addr", "")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `delivered +task \S+ → completed after 1 attempt\(s\), message_id \d{19} via sms`, r.stdout)
+	require.Regexp(t, `retried, then delivered +task \S+ → completed after 2 attempt\(s\)`, r.stdout)
+	require.Regexp(t, `dead-lettered +task \S+ → archived after 1 attempt\(s\), reason "engagelab 5013: Number has been blacklisted"`, r.stdout)
+}
