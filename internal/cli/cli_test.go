@@ -177,12 +177,12 @@ func TestWorkerNeedsCredentials(t *testing.T) {
 func TestWorkerBadFlags(t *testing.T) {
 	b := bundle{env: map[string]string{"ENGAGELAB_DEV_KEY": "k", "ENGAGELAB_DEV_SECRET": "s"}}
 	for args, want := range map[string]string{
-		"--concurrency 0":                          "--concurrency: must be positive",
-		"--retry-codes 50x6":                       `--retry-codes: "50x6" is not a 4-digit`,
+		"--concurrency 0":                           "--concurrency: must be positive",
+		"--retry-codes 50x6":                        `--retry-codes: "50x6" is not a 4-digit`,
 		"--retry-min-delay 5s --retry-max-delay 1s": "--retry-max-delay 1s is below --retry-min-delay 5s",
-		"--http-timeout 0s":                        "--http-timeout: must be positive",
-		"--log-level loud":                         "--log-level",
-		"--max-retry -1":                           "--max-retry: must not be negative",
+		"--http-timeout 0s":                         "--http-timeout: must be positive",
+		"--log-level loud":                          "--log-level",
+		"--max-retry -1":                            "--max-retry: must not be negative",
 	} {
 		r := b.run(t, context.Background(), append([]string{"worker"}, strings.Fields(args)...)...)
 		require.Equal(t, ExitUsage, r.code, args)
