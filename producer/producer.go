@@ -86,9 +86,9 @@ func New(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, fmt.Errorf("producer: unsupported redis option %T", opt)
+	rdb, err := redisconn.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
 	}
 	keys, err := sealing.Parse(cfg.PayloadKeys)
 	if err != nil {

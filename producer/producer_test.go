@@ -169,3 +169,26 @@ func TestSendRedisDownIsReported(t *testing.T) {
 	require.False(t, errors.Is(err, ErrInvalid))
 	require.NotContains(t, err.Error(), canary)
 }
+
+// A frozen Redis must not hold Send past the caller's deadline (go-redis's
+// own read timeout and retries would hold it for seconds).
+func TestSendHonoursDeadlineWhenRedisStalls(t *testing.T) {
+	p, err := New(Config{Redis: asynq.RedisClientOpt{Addr: redistest.Stalled(t), ReadTimeout: time.Minute}})
+	require.NoError(t, err)
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Send(ctx, validRequest())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		require.False(t, errors.Is(err, ErrInvalid))
+		require.NotContains(t, err.Error(), canary)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Send ignored its context deadline against a stalled Redis")
+	}
+}

@@ -190,22 +190,34 @@ func storedMsg(t *testing.T, b bundle, queue, id string) string {
 	return s
 }
 
-// TestScrubFinishedTasks: a dead-lettered and a delivered task do not keep
-// their code in Redis; the rest of the stored task (destination, archive
-// reason, result) stays for operators, and a re-run of the dead letter
-// cannot send.
+// TestScrubFinishedTasks: a delivered task loses its code at once, a dead
+// letter when its code expires (not before: an operator may still re-run
+// it); the rest of the stored task (destination, archive reason, result)
+// stays for operators, and a re-run of a scrubbed dead letter cannot send.
 func TestScrubFinishedTasks(t *testing.T) {
 	b := setup(t, func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond })
 	// As after a Redis restart: the scrub script is not cached on the server.
 	require.NoError(t, b.db.Client.ScriptFlush(context.Background()).Err())
-	b.fake.SetRules(fakeengagelab.Rule{To: "+15556000001", Code: 5013})
-	dead := b.send(t, "+15556000001")
+	b.fake.SetRules(fakeengagelab.Rule{To: "+15556000001", Code: 5013}, fakeengagelab.Rule{To: "+15556000003", Code: 5013})
+	const shortLife = 3 * time.Second
+	dead := b.send(t, "+15556000001", producer.ExpiresIn(shortLife))
+	sent := time.Now()
+	live := b.send(t, "+15556000003") // default expiry: 5 minutes
 	ok := b.send(t, "+15556000002")
 	require.Equal(t, asynq.TaskStateArchived, b.waitFinal(t, producer.QueueCritical, dead).State)
+	require.Equal(t, asynq.TaskStateArchived, b.waitFinal(t, producer.QueueCritical, live).State)
 	require.Equal(t, asynq.TaskStateCompleted, b.waitFinal(t, producer.QueueCritical, ok).State)
+
+	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, ok), canaryCode) },
+		5*time.Second, 20*time.Millisecond, "the delivered task keeps its code")
+	if time.Since(sent) < shortLife-500*time.Millisecond {
+		require.Contains(t, storedMsg(t, b, producer.QueueCritical, dead), canaryCode, "a dead letter loses its code before it expires")
+	}
+	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, dead), canaryCode) },
+		shortLife+5*time.Second, 20*time.Millisecond, "the dead letter keeps its code after expiry")
+	require.Contains(t, storedMsg(t, b, producer.QueueCritical, live), canaryCode, "a dead letter whose code is live keeps it for a re-run")
+
 	for _, id := range []string{dead, ok} {
-		require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, id), canaryCode) },
-			5*time.Second, 20*time.Millisecond, "task %s keeps its code", id)
 		info, err := b.ins.GetTaskInfo(producer.QueueCritical, id)
 		require.NoError(t, err)
 		var m map[string]any
@@ -220,7 +232,7 @@ func TestScrubFinishedTasks(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, st.MessageID, "the result survives scrubbing")
 
-	// An operator re-runs the dead letter: it cannot go out again.
+	// An operator re-runs the scrubbed dead letter: it cannot go out again.
 	require.NoError(t, b.ins.RunTask(producer.QueueCritical, dead))
 	require.Eventually(t, func() bool {
 		info, err := b.ins.GetTaskInfo(producer.QueueCritical, dead)
@@ -230,16 +242,27 @@ func TestScrubFinishedTasks(t *testing.T) {
 }
 
 // TestScrubSweepAtStart: tasks finished while no worker scrubbed them (an
-// operator archived it, a worker died) are scrubbed by the next worker's
-// start-up sweep.
+// operator archived them, a worker died) are found by the next worker's
+// start-up sweep: an expired dead letter is scrubbed at once, a live one
+// when its code expires.
 func TestScrubSweepAtStart(t *testing.T) {
-	b := setupStopped(t, nil)
-	id := b.send(t, "+15557000001")
-	require.NoError(t, b.ins.ArchiveTask(producer.QueueCritical, id))
-	require.Contains(t, storedMsg(t, b, producer.QueueCritical, id), canaryCode)
+	b := setupStopped(t, func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond })
+	expired := b.send(t, "+15557000001", producer.ExpiresIn(time.Second))
+	soon := b.send(t, "+15557000002", producer.ExpiresIn(4*time.Second))
+	soonSent := time.Now()
+	for _, id := range []string{expired, soon} {
+		require.NoError(t, b.ins.ArchiveTask(producer.QueueCritical, id))
+		require.Contains(t, storedMsg(t, b, producer.QueueCritical, id), canaryCode)
+	}
+	time.Sleep(1100 * time.Millisecond)
 	require.NoError(t, b.worker.Start())
-	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, id), canaryCode) },
+	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, expired), canaryCode) },
 		5*time.Second, 20*time.Millisecond)
+	if time.Since(soonSent) < 3500*time.Millisecond {
+		require.Contains(t, storedMsg(t, b, producer.QueueCritical, soon), canaryCode, "a live dead letter is scrubbed before it expires")
+	}
+	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, soon), canaryCode) },
+		10*time.Second, 20*time.Millisecond, "the live dead letter found by the sweep is scrubbed when it expires")
 	require.Zero(t, b.fake.Total())
 }
 

@@ -18,11 +18,18 @@ import (
 // Scrubbing: asynq keeps a finished task's message, payload included, in
 // the task's hash asynq:{queue}:t:<id> for the retention period (completed)
 // or up to 90 days (archived). otpq removes the code from that stored
-// payload once the task is final, so a dead letter or a completed task
-// never keeps a live code. asynq has no API for it and writes the message
-// itself after the handler returns, so a janitor in each worker rewrites the
-// hash's msg field afterwards, with a compare-and-set script that only
-// touches a task still in a final state and still holding the message read.
+// payload once it is of no more use, so no finished task keeps a live code:
+//   - a completed task at once (it was delivered; nothing re-runs it);
+//   - a dead letter when its code expires: until then an operator who fixed
+//     the cause (credentials, balance, template) can re-run it from the UI
+//     and it is delivered; after that a re-run could only archive it as
+//     expired anyway. A dead letter whose code has already expired is
+//     scrubbed at once.
+//
+// asynq has no API for it and writes the message itself after the handler
+// returns, so a janitor in each worker rewrites the hash's msg field
+// afterwards, with a compare-and-set script that only touches a task still
+// in a final state and still holding the message read.
 const (
 	// DefaultScrubInterval is how often the janitor scrubs the tasks this
 	// worker finished.
@@ -50,6 +57,13 @@ type scrubRef struct {
 	noted     time.Time
 }
 
+func (r scrubRef) key() string { return "asynq:{" + r.queue + "}:t:" + r.id }
+
+type heldRef struct {
+	ref   scrubRef
+	until time.Time
+}
+
 // scrubber is the janitor. A nil *scrubber scrubs nothing.
 type scrubber struct {
 	rdb      redis.UniversalClient
@@ -58,6 +72,9 @@ type scrubber struct {
 
 	mu      sync.Mutex
 	pending []scrubRef
+	// held are dead letters whose code is still live, by task hash key,
+	// with the time their code expires: scrubbed then.
+	held map[string]heldRef
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -71,7 +88,7 @@ func newScrubber(rdb redis.UniversalClient, log *slog.Logger, interval time.Dura
 	if interval == 0 {
 		interval = DefaultScrubInterval
 	}
-	return &scrubber{rdb: rdb, log: log, interval: interval}
+	return &scrubber{rdb: rdb, log: log, interval: interval, held: map[string]heldRef{}}
 }
 
 // wrap notes every task that h finishes for good: delivered, dead-lettered,
@@ -137,14 +154,21 @@ func (s *scrubber) loop() {
 // scrubPending scrubs the noted tasks that are final; others are kept for
 // the next round until scrubGiveUp (or dropped when last is set).
 func (s *scrubber) scrubPending(ctx context.Context, last bool) {
+	now := time.Now()
 	s.mu.Lock()
 	refs := s.pending
 	s.pending = nil
+	for k, h := range s.held {
+		if !now.Before(h.until) {
+			refs = append(refs, h.ref)
+			delete(s.held, k)
+		}
+	}
 	s.mu.Unlock()
 	if len(refs) == 0 {
 		return
 	}
-	keep, err := s.scrub(ctx, refs)
+	keep, err := s.scrub(ctx, refs, now)
 	if err != nil {
 		s.log.Warn("scrub: could not scrub finished tasks; will retry", "tasks", len(refs), "error", err.Error())
 		keep = refs
@@ -185,7 +209,7 @@ func (s *scrubber) sweep(ctx context.Context) {
 					refs[i] = scrubRef{queue: q, id: id}
 				}
 				ids = ids[n:]
-				if _, err := s.scrub(ctx, refs); err != nil {
+				if _, err := s.scrub(ctx, refs, time.Now()); err != nil {
 					s.log.Warn("scrub: sweep failed", "queue", q, "error", err.Error())
 					return
 				}
@@ -195,9 +219,11 @@ func (s *scrubber) sweep(ctx context.Context) {
 }
 
 // scrub rewrites the final tasks among refs and returns those not final
-// yet (still being archived by asynq).
-func (s *scrubber) scrub(ctx context.Context, refs []scrubRef) (notFinal []scrubRef, err error) {
-	key := func(r scrubRef) string { return "asynq:{" + r.queue + "}:t:" + r.id }
+// yet (still being archived by asynq). Dead letters whose code is live at
+// now are held until it expires (on shutdown, the next worker's sweep
+// finds them).
+func (s *scrubber) scrub(ctx context.Context, refs []scrubRef, now time.Time) (notFinal []scrubRef, err error) {
+	key := scrubRef.key
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(refs))
 	for i, r := range refs {
@@ -222,9 +248,17 @@ func (s *scrubber) scrub(ctx context.Context, refs []scrubRef) (notFinal []scrub
 			notFinal = append(notFinal, refs[i])
 			continue
 		}
-		if scrubbed, ok := scrubMessage([]byte(msg)); ok {
-			jobs = append(jobs, job{key: key(refs[i]), old: msg, new: string(scrubbed)})
+		scrubbed, expires, ok := scrubMessage([]byte(msg))
+		if !ok {
+			continue
 		}
+		if state == "archived" && now.Before(expires) {
+			s.mu.Lock()
+			s.held[key(refs[i])] = heldRef{ref: scrubRef{queue: refs[i].queue, id: refs[i].id}, until: expires}
+			s.mu.Unlock()
+			continue
+		}
+		jobs = append(jobs, job{key: key(refs[i]), old: msg, new: string(scrubbed)})
 	}
 	if len(jobs) == 0 {
 		return notFinal, nil
@@ -256,20 +290,21 @@ const (
 )
 
 // scrubMessage returns the encoded asynq TaskMessage msg with the code
-// removed from its otp:send payload, every other field kept byte for byte.
-// ok is false when msg is not an otp:send message holding a code.
-func scrubMessage(msg []byte) (out []byte, ok bool) {
+// removed from its otp:send payload, every other field kept byte for byte,
+// and the code's expiry (zero when the payload has none). ok is false when
+// msg is not an otp:send message holding a code.
+func scrubMessage(msg []byte) (out []byte, expires time.Time, ok bool) {
 	var typ string
 	var payload []byte
 	payloadAt := -1
 	for b := msg; len(b) > 0; {
 		num, wt, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, false
+			return nil, time.Time{}, false
 		}
 		m := protowire.ConsumeFieldValue(num, wt, b[n:])
 		if m < 0 {
-			return nil, false
+			return nil, time.Time{}, false
 		}
 		if wt == protowire.BytesType && (num == msgFieldType || num == msgFieldPayload) {
 			v, _ := protowire.ConsumeBytes(b[n:])
@@ -282,12 +317,13 @@ func scrubMessage(msg []byte) (out []byte, ok bool) {
 		b = b[n+m:]
 	}
 	if typ != task.TypeSend || payloadAt < 0 {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	clean, ok := task.Scrub(payload)
 	if !ok {
-		return nil, false
+		return nil, time.Time{}, false
 	}
+	expires, _ = task.ExpiresAt(payload)
 	// Re-emit the payload field in place.
 	rest := msg[payloadAt:]
 	_, _, n := protowire.ConsumeTag(rest)
@@ -296,5 +332,5 @@ func scrubMessage(msg []byte) (out []byte, ok bool) {
 	out = protowire.AppendTag(out, msgFieldPayload, protowire.BytesType)
 	out = protowire.AppendBytes(out, clean)
 	out = append(out, rest[n+m:]...)
-	return out, true
+	return out, expires, true
 }

@@ -98,7 +98,8 @@ type Config struct {
 	// Start logs a warning.
 	PayloadKeys string
 	// ScrubInterval is how often the worker removes the code from the
-	// stored copy of tasks it finished (delivered, dead-lettered, expired);
+	// stored copy of finished tasks: delivered ones at once, dead letters
+	// when their code expires (until then they can be re-run from the UI);
 	// default 1s; negative keeps codes until asynq deletes the task.
 	ScrubInterval time.Duration
 }
@@ -190,9 +191,9 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, fmt.Errorf("worker: unsupported redis option %T", opt)
+	rdb, err := redisconn.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}, metrics: dm}
 	if w.keys, err = sealing.Parse(cfg.PayloadKeys); err != nil {

@@ -50,8 +50,9 @@ func TestBrowserUI(t *testing.T) {
 		deliveredTo = "+8613833330001"
 		bulkTo      = "+8613833330002"
 	)
-	// Scrubbing off: a dead letter keeps its code, so it can be re-run.
-	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = -1 }})
+	// Scrubbing on, as in production: the dead letter keeps its code until
+	// it expires, so it can be re-run from the page.
+	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond }})
 	b.fake.SetRules(fakeengagelab.Rule{To: rejectedTo, Status: 400, Code: 5013})
 	rejected := b.send(t, rejectedTo)
 	delivered := b.send(t, deliveredTo)

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -117,9 +118,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	rdb, ok := cfg.Redis.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, fmt.Errorf("%w: unsupported redis option %T", ErrConfig, cfg.Redis)
+	rdb, err := redisconn.NewClient(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, rdb: rdb, ins: asynq.NewInspectorFromRedisClient(rdb)}
 	for _, c := range []prometheus.Collector{

@@ -2,6 +2,7 @@ package ops_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/redact"
+	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -188,12 +190,12 @@ func TestCanaryNeverShown(t *testing.T) {
 // re-run through the UI's API once the provider is fixed, goes back to
 // pending and is delivered by the live worker.
 //
-// The worker's scrubber removes the code of finished tasks, dead letters
-// included, so a re-run needs scrubbing off (ScrubInterval < 0); with it on,
-// TestRerunScrubbedTaskDeadLettersClearly shows what the operator gets.
+// The worker scrubs finished tasks (every 50 ms here) but keeps a dead
+// letter's code until it expires, so the re-run can deliver it;
+// TestRerunScrubbedTaskDeadLettersClearly shows what happens after expiry.
 func TestRerunArchivedTaskFromUI(t *testing.T) {
 	const to = "+8613811110000"
-	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = -1 }})
+	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond }})
 	b.fake.SetRules(fakeengagelab.Rule{To: to, Status: 401, Code: 2001})
 	id := b.send(t, to)
 	info := b.waitState(t, task.QueueCritical, id, asynq.TaskStateArchived)
@@ -224,14 +226,14 @@ func TestRerunArchivedTaskFromUI(t *testing.T) {
 	require.Contains(t, string(info.Result), "message_id")
 }
 
-// TestRerunScrubbedTaskDeadLettersClearly: a dead letter whose code was
-// scrubbed, re-run from the UI, is not sent and goes back to the archive
-// with a reason saying why, rather than failing obscurely.
+// TestRerunScrubbedTaskDeadLettersClearly: a dead letter whose code expired
+// and was scrubbed, re-run from the UI, is not sent and goes back to the
+// archive with a reason saying why, rather than failing obscurely.
 func TestRerunScrubbedTaskDeadLettersClearly(t *testing.T) {
 	const to = "+8613811112222"
 	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond }})
 	b.fake.SetRules(fakeengagelab.Rule{To: to, Status: 401, Code: 2001})
-	id := b.send(t, to)
+	id := b.send(t, to, producer.ExpiresIn(2*time.Second))
 	b.waitState(t, task.QueueCritical, id, asynq.TaskStateArchived)
 	require.Eventually(t, func() bool {
 		info, err := b.ins.GetTaskInfo(task.QueueCritical, id)
@@ -343,4 +345,19 @@ func TestReadyz(t *testing.T) {
 	status, body = gone.do(t, http.MethodGet, "/metrics", false)
 	require.Equal(t, http.StatusOK, status, "a scrape still answers without Redis")
 	require.Contains(t, body, "asynq_scrape_up 0\n")
+}
+
+// TestReadyzRedisStalled: a Redis that accepts connections but never answers
+// fails readiness within the probe's own 2 s budget, however long the
+// client's read timeout (a minute here).
+func TestReadyzRedisStalled(t *testing.T) {
+	b := setupOpsOnly(t, asynq.RedisClientOpt{Addr: redistest.Stalled(t), ReadTimeout: time.Minute})
+	hc := &http.Client{Timeout: 30 * time.Second}
+	resp, err := hc.Get(b.ops.URL + "/readyz")
+	require.NoError(t, err, "/readyz must answer before a probe's timeout")
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Contains(t, string(body), "not ready: redis unreachable")
 }

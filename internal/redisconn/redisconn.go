@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultURL is used when neither a URL nor a connection option is given.
@@ -214,4 +215,41 @@ func Redact(url string) string {
 		userinfo = user + ":xxxxx"
 	}
 	return scheme + "://" + userinfo + rest[at:]
+}
+
+// NewClient opens a go-redis client for opt that honours the deadline of
+// every call's context (go-redis ignores it by default and waits out its own
+// read timeout and retries, so a stalled Redis held a Send with a 1 s
+// deadline for 5 s). The producer, the worker and the ops server share
+// this so that a caller's deadline always holds. Options other than asynq's
+// three are opened with their own MakeRedisClient.
+func NewClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		return redis.NewClient(&redis.Options{
+			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	case asynq.RedisFailoverClientOpt:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
+			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
+			Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	case asynq.RedisClusterClientOpt:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: o.Addrs, MaxRedirects: o.MaxRedirects, Username: o.Username, Password: o.Password,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	case nil:
+		return nil, errors.New("no redis option")
+	}
+	if c, ok := opt.MakeRedisClient().(redis.UniversalClient); ok {
+		return c, nil
+	}
+	return nil, fmt.Errorf("unsupported redis option %T", opt)
 }

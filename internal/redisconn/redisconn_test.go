@@ -1,18 +1,23 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/redistest"
 )
 
 func TestOptionParsesURLs(t *testing.T) {
@@ -112,4 +117,36 @@ func testCA(t *testing.T) []byte {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// A stalled Redis must not hold a caller past its deadline: the client's own
+// read timeout here is a minute, the caller's deadline 100 ms.
+func TestNewClientHonoursContextDeadline(t *testing.T) {
+	addr := redistest.Stalled(t)
+	for name, opt := range map[string]asynq.RedisConnOpt{
+		"redis":   asynq.RedisClientOpt{Addr: addr, ReadTimeout: time.Minute, WriteTimeout: time.Minute},
+		"cluster": asynq.RedisClusterClientOpt{Addrs: []string{addr}, ReadTimeout: time.Minute, WriteTimeout: time.Minute},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := NewClient(opt)
+			require.NoError(t, err)
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- c.Ping(ctx).Err() }()
+			select {
+			case err := <-done:
+				var ne net.Error
+				require.True(t, errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()), "want a timeout, got %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Ping ignored its context deadline against a stalled Redis")
+			}
+		})
+	}
+}
+
+func TestNewClientRefusesNil(t *testing.T) {
+	_, err := NewClient(nil)
+	require.EqualError(t, err, "no redis option")
 }

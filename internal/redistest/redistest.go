@@ -8,7 +8,9 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,4 +76,37 @@ func New(t testing.TB) *DB {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Stalled returns the address of a server that accepts connections and never
+// answers, like a Redis that is frozen or behind a black-holed network path.
+// It stops at the end of t.
+func Stalled(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: listen: %v", err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read or answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
 }

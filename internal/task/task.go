@@ -93,6 +93,18 @@ func Scrub(b []byte) (out []byte, ok bool) {
 	return out, err == nil
 }
 
+// ExpiresAt reads only the expiry of a stored payload, whatever its
+// version or state (scrubbed included). ok is false when b has none.
+func ExpiresAt(b []byte) (t time.Time, ok bool) {
+	var p struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if json.Unmarshal(b, &p) != nil || p.ExpiresAt.IsZero() {
+		return time.Time{}, false
+	}
+	return p.ExpiresAt, true
+}
+
 // Decode parses and checks a payload. It rejects junk, unknown fields,
 // unknown versions and payloads missing a required field. Errors wrap
 // ErrBadPayload and never contain the code.
