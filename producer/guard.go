@@ -41,6 +41,7 @@ type DestinationLimitError struct {
 	RetryAfter time.Duration
 }
 
+// Error says the limit and window reached, with the destination masked.
 func (e *DestinationLimitError) Error() string {
 	return fmt.Sprintf("%s: %s already had %d sends in the last %s; retry after %s",
 		ErrDestinationLimited, e.To, e.Limit, e.Window, e.RetryAfter.Round(time.Second))

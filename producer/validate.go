@@ -33,6 +33,7 @@ type ValidationError struct {
 	Reason string
 }
 
+// Error reads "invalid FIELD: REASON".
 func (e *ValidationError) Error() string { return "invalid " + e.Field + ": " + e.Reason }
 
 // Is makes errors.Is(err, ErrInvalid) true.

@@ -25,6 +25,7 @@ const (
 	Permanent
 )
 
+// String names the kind for logs and metrics.
 func (k Kind) String() string {
 	switch k {
 	case Retry:

@@ -124,6 +124,8 @@ type APIError struct {
 	RetryAfter time.Duration
 }
 
+// Error reads "engagelab CODE: MESSAGE (HTTP STATUS)", or names only the HTTP
+// status when the body held no EngageLab error; never the code or destination.
 func (e *APIError) Error() string {
 	if e.Code != 0 {
 		return fmt.Sprintf("engagelab %d: %s (HTTP %d)", e.Code, e.Message, e.StatusCode)
@@ -142,6 +144,7 @@ type TransportError struct {
 	Err  error
 }
 
+// Error describes the transport failure, scrubbed of secrets.
 func (e *TransportError) Error() string {
 	if e.Sent {
 		return "engagelab: outcome unknown: " + e.Err.Error()
@@ -149,6 +152,7 @@ func (e *TransportError) Error() string {
 	return "engagelab: not sent: " + e.Err.Error()
 }
 
+// Unwrap returns the underlying network or context error.
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // Timeout reports whether the error was a timeout.

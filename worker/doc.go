@@ -1,0 +1,29 @@
+// Package worker delivers the one-time-password sends that package
+// github.com/otpq/otpq/producer enqueues, through the EngageLab Custom OTP
+// Code API (POST /v1/codes).
+//
+// A Worker runs one or more asynq servers on the same Redis as the
+// producers (Config.Servers, default GOMAXPROCS) with Config.Concurrency
+// sends in flight, serving the "critical" queue strictly before "bulk" and
+// polling every 10 ms instead of asynq's 1 s, so an enqueued code reaches
+// the provider within tens of milliseconds. Any number of worker processes
+// may share one Redis (or Sentinel, or Cluster).
+//
+// Each provider answer is classified in one place:
+//   - delivered: the message ID and channel are stored as the task's result;
+//   - retried later (exponential, jittered backoff between
+//     Config.RetryMinDelay and Config.RetryMaxDelay, at most
+//     Config.MaxRetry times, never past the code's expiry): HTTP 5xx,
+//     EngageLab codes 1000–1999 and Config.RetryCodes, transport failures
+//     and timeouts;
+//   - throttled (HTTP 429, or the shared Config.RateLimit): retried after
+//     the wait without using up a retry;
+//   - dead-lettered (asynq "archived") with the provider's code and message
+//     as the reason: every other error, a payload that cannot be decoded,
+//     and a code that expired before it could be sent (it is never sent).
+//
+// Logs carry the task ID, masked destination, template, attempt, EngageLab
+// code and latency, never the code or the credentials. Finished tasks lose
+// their stored code (see Config.ScrubInterval). Shutdown (or cancelling the
+// context given to Run) waits for in-flight sends.
+package worker
