@@ -561,21 +561,29 @@ func reasonCategory(lastErr string) string {
 // measure counts tasks as the accounting defines them.
 func (b *bundle) measure(tasks []sent) (figures, error) {
 	f := figures{Accepted: len(tasks), States: map[string]int{}, Reasons: map[string]int{}, info: map[string]*asynq.TaskInfo{}}
-	st, err := b.fakeStats()
-	if err != nil {
-		return f, err
-	}
-	for _, s := range tasks {
+	// Task states first, the provider's counts after: the fake counts a
+	// delivery before it answers and the worker completes the task after
+	// the answer, so every task seen completed is already counted. (In the
+	// other order a task completing between the two reads looked lost.)
+	states := make([]string, len(tasks))
+	for i, s := range tasks {
 		info, err := b.insp.GetTaskInfo(s.queue, s.id)
-		state := "missing"
+		states[i] = "missing"
 		switch {
 		case err == nil:
-			state = info.State.String()
+			states[i] = info.State.String()
 			f.info[s.id] = info
 		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		default:
 			return f, err
 		}
+	}
+	st, err := b.fakeStats()
+	if err != nil {
+		return f, err
+	}
+	for i, s := range tasks {
+		state, info := states[i], f.info[s.id]
 		f.States[state]++
 		d := st.ByTo[s.to]
 		f.Duplicates += max(0, d.Delivered-1)
