@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -96,7 +97,7 @@ func newPair(t *testing.T, opt asynq.RedisConnOpt) pair {
 	t.Helper()
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	srv := newFakeHTTP(t, fake)
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	w, err := worker.New(worker.Config{Redis: opt, BaseURL: srv, DevKey: "key", DevSecret: canarySecret, Concurrency: 4,
 		RetryMinDelay: 100 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond, Logger: jsonLogger(logs)})
 	require.NoError(t, err)

@@ -1,13 +1,11 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -26,31 +25,13 @@ const (
 	canarySecret = "secret-CANARY-77"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type bundle struct {
 	db       *redistest.DB
 	fake     *fakeengagelab.Server
 	producer *producer.Producer
 	worker   *worker.Worker
 	ins      *asynq.Inspector
-	logs     *syncBuffer
+	logs     *logsink.Buffer
 }
 
 func setup(t *testing.T, mod func(*worker.Config)) bundle {
@@ -67,7 +48,7 @@ func setupStopped(t *testing.T, mod func(*worker.Config)) bundle {
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	srv := httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	cfg := worker.Config{
 		RedisURL: db.URL(), BaseURL: srv.URL, DevKey: "key", DevSecret: canarySecret,
 		Concurrency: 8, RetryMinDelay: 100 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond,

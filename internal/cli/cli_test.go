@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,28 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redistest"
 )
 
 const canaryCode = "CANARY-3141"
-
-// lockedBuffer is an io.Writer safe for a command running in a goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type result struct {
 	code           int
@@ -56,7 +37,7 @@ func setup(t *testing.T) bundle {
 // run executes otpq with args and the bundle's environment.
 func (b bundle) run(t *testing.T, ctx context.Context, args ...string) result {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb logsink.Buffer
 	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return b.env[k] }}
 	code := m.Run(ctx, args)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
@@ -137,7 +118,7 @@ func TestSendCodeFromEnvAndFile(t *testing.T) {
 	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--template", "t")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 
-	var out, errb lockedBuffer
+	var out, errb logsink.Buffer
 	m := &Main{Stdin: strings.NewReader(canaryCode + "\n"), Stdout: &out, Stderr: &errb, Getenv: func(k string) string {
 		if k == "OTPQ_REDIS_URL" {
 			return b.db.URL()
@@ -231,10 +212,10 @@ func TestWorkerEndToEnd(t *testing.T) {
 	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var werr lockedBuffer
+	var werr logsink.Buffer
 	done := make(chan int)
 	go func() {
-		m := &Main{Stdin: strings.NewReader(""), Stdout: &lockedBuffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
+		m := &Main{Stdin: strings.NewReader(""), Stdout: &logsink.Buffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
 		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", ""})
 	}()
 

@@ -3,19 +3,18 @@
 package faulttest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -63,7 +62,7 @@ func TestProviderHangs(t *testing.T) {
 	rep := newReport(t, 6, "provider hangs (never answers) on the first attempt of every task",
 		"HTTP timeout fires; every task retried and delivered; goroutines after 3 more rounds ≤ after round 1 + 10")
 	b := setup(t, setupOpts{})
-	var logs syncBuffer
+	var logs logsink.Buffer
 	w, err := worker.New(worker.Config{
 		RedisURL: b.redis.url(), BaseURL: b.fake.url, DevKey: b.key, DevSecret: b.secret,
 		HTTPTimeout: httpTimeout, Concurrency: 20, RetryMinDelay: 200 * time.Millisecond,
@@ -271,22 +270,4 @@ func TestCorruptPayload(t *testing.T) {
 	require.Zero(t, st.ByTo[junkTo].Requests, "a corrupt task reached the provider")
 	require.Equal(t, len(good), fg.Delivered, "%s", fg)
 	require.True(t, w.running(), "worker exited:\n%s", w.log())
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes (the logger).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

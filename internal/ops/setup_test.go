@@ -1,7 +1,6 @@
 package ops_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
@@ -33,24 +32,6 @@ const (
 	uiPassword   = "pa55-word"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type bundle struct {
 	db       *redistest.DB
 	fake     *fakeengagelab.Server
@@ -59,7 +40,7 @@ type bundle struct {
 	ins      *asynq.Inspector
 	client   *asynq.Client
 	ops      *httptest.Server
-	logs     *syncBuffer
+	logs     *logsink.Buffer
 }
 
 // options tweak setup.
@@ -77,7 +58,7 @@ func setup(t *testing.T, o options) bundle {
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	fsrv := httptest.NewServer(fake)
 	t.Cleanup(fsrv.Close)
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	cfg := worker.Config{
@@ -199,7 +180,7 @@ func (s panickySender) Send(ctx context.Context, req engagelab.Request) (*engage
 // setupOpsOnly serves an ops server (no worker, no auth) for redisOpt.
 func setupOpsOnly(t *testing.T, redisOpt asynq.RedisConnOpt) bundle {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	srv, err := ops.New(ops.Config{Addr: "127.0.0.1:0", Redis: redisOpt, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv.Handler())
