@@ -171,11 +171,7 @@ func TestSealedCodeTampered(t *testing.T) {
 	payload, err := task.Encode(task.Payload{To: "+15555000002", Sealed: sealed, Template: task.Template{ID: "t"},
 		ExpiresAt: time.Now().Add(time.Minute), CreatedAt: time.Now()})
 	require.NoError(t, err)
-	c := asynq.NewClient(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
-	defer c.Close()
-	info, err := c.Enqueue(asynq.NewTask(task.TypeSend, payload), asynq.Queue(producer.QueueCritical))
-	require.NoError(t, err)
-	final := b.waitFinal(t, producer.QueueCritical, info.ID)
+	final := b.enqueueRaw(t, payload)
 	require.Equal(t, asynq.TaskStateArchived, final.State)
 	require.Contains(t, final.LastErr, "bad payload")
 	require.Contains(t, final.LastErr, "authentication")

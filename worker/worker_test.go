@@ -81,6 +81,18 @@ func (b bundle) send(t *testing.T, to string, opts ...producer.Option) string {
 	return id
 }
 
+// enqueueRaw puts payload into the critical queue as another (or a broken)
+// producer would, bypassing producer's validation, and waits until the
+// task is final.
+func (b bundle) enqueueRaw(t *testing.T, payload []byte) *asynq.TaskInfo {
+	t.Helper()
+	c := asynq.NewClient(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
+	defer c.Close()
+	info, err := c.Enqueue(asynq.NewTask(task.TypeSend, payload), asynq.Queue(producer.QueueCritical))
+	require.NoError(t, err)
+	return b.waitFinal(t, producer.QueueCritical, info.ID)
+}
+
 // waitFinal waits until the task is completed or archived and returns its info.
 func (b bundle) waitFinal(t *testing.T, queue, id string) *asynq.TaskInfo {
 	t.Helper()
@@ -217,11 +229,7 @@ func TestExpiredCodeNeverSent(t *testing.T) {
 	payload, err := task.Encode(task.Payload{To: "+17770000004", Code: canaryCode, Template: task.Template{ID: "t"},
 		ExpiresAt: time.Now().Add(-time.Second), CreatedAt: time.Now().Add(-time.Minute)})
 	require.NoError(t, err)
-	c := asynq.NewClient(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
-	defer c.Close()
-	info, err := c.Enqueue(asynq.NewTask(task.TypeSend, payload), asynq.Queue(producer.QueueCritical))
-	require.NoError(t, err)
-	final := b.waitFinal(t, producer.QueueCritical, info.ID)
+	final := b.enqueueRaw(t, payload)
 	require.Equal(t, asynq.TaskStateArchived, final.State)
 	require.True(t, strings.HasPrefix(final.LastErr, "expired: code expired at "), final.LastErr)
 	require.Zero(t, b.fake.Total())
@@ -239,12 +247,8 @@ func TestRetryAfterExpiryNotScheduled(t *testing.T) {
 
 func TestCorruptPayloadArchived(t *testing.T) {
 	b := setup(t, nil)
-	c := asynq.NewClient(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
-	defer c.Close()
 	for _, junk := range []string{`not json`, `{"v":2,"to":"+17770000006","code":"1"}`, ``} {
-		info, err := c.Enqueue(asynq.NewTask(task.TypeSend, []byte(junk)), asynq.Queue(producer.QueueCritical))
-		require.NoError(t, err)
-		final := b.waitFinal(t, producer.QueueCritical, info.ID)
+		final := b.enqueueRaw(t, []byte(junk))
 		require.Equal(t, asynq.TaskStateArchived, final.State)
 		require.True(t, strings.HasPrefix(final.LastErr, "bad payload: "), final.LastErr)
 	}
