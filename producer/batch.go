@@ -324,29 +324,6 @@ func (p *Producer) takeMany(ctx context.Context, group []pending, results []Resu
 	return members
 }
 
-// destGuardManyScript is destGuardScript (guard.go) applied to every key
-// in turn, in one call: the same sliding window per destination, with a
-// flat {counted, ms until the oldest entry leaves} pair per key.
-var destGuardManyScript = redis.NewScript(`
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local out = {}
-for i = 1, #KEYS do
-  redis.call("ZREMRANGEBYSCORE", KEYS[i], "-inf", now - window)
-  if redis.call("ZCARD", KEYS[i]) >= limit then
-    local oldest = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
-    out[2*i-1], out[2*i] = 0, tonumber(oldest[2]) + window - now
-  else
-    redis.call("ZADD", KEYS[i], now, ARGV[2+i])
-    redis.call("PEXPIRE", KEYS[i], window)
-    out[2*i-1], out[2*i] = 1, 0
-  end
-end
-return out
-`)
-
 // guardResults counts a group against the guard: in one script call on a
 // single Redis, or (Redis Cluster, where destination keys live in
 // different slots) one pipelined call per destination. It returns each
@@ -361,7 +338,7 @@ func (p *Producer) guardResults(ctx context.Context, group []pending, members ma
 			keys[i] = destKey(r.to)
 			args = append(args, members[r.index])
 		}
-		flat, err := destGuardManyScript.Run(ctx, p.rdb, keys, args...).Int64Slice()
+		flat, err := destGuardScript.Run(ctx, p.rdb, keys, args...).Int64Slice()
 		if err == nil && len(flat) != 2*len(group) {
 			err = fmt.Errorf("guard answered %d values for %d sends", len(flat), len(group))
 		}

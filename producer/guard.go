@@ -50,23 +50,32 @@ func (e *DestinationLimitError) Error() string {
 // Unwrap makes errors.Is(err, ErrDestinationLimited) true.
 func (e *DestinationLimitError) Unwrap() error { return ErrDestinationLimited }
 
-// destGuardScript is a sliding-window log per destination: a sorted set of
-// send tokens scored by Redis's own clock in milliseconds. It drops entries
-// older than the window, refuses when limit remain, else records the token.
-// Returns {1, 0} when counted, {0, ms until the oldest entry leaves}.
+// destGuardScript is a sliding-window log per destination, for each key of
+// KEYS in turn: a sorted set of send tokens scored by Redis's own clock in
+// milliseconds. It drops entries older than the window (ARGV[1] ms),
+// refuses when limit (ARGV[2]) remain, else records the key's token
+// (ARGV[2+i]). Returns a flat {counted, ms until the oldest entry leaves}
+// pair per key: {1, 0} when counted. One key for Send, a chunk of keys for
+// SendBatch on a single Redis (one key per call on a Cluster, where the
+// keys live in different slots).
 var destGuardScript = redis.NewScript(`
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now - window)
-if redis.call("ZCARD", KEYS[1]) >= limit then
-  local oldest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
-  return {0, tonumber(oldest[2]) + window - now}
+local out = {}
+for i = 1, #KEYS do
+  redis.call("ZREMRANGEBYSCORE", KEYS[i], "-inf", now - window)
+  if redis.call("ZCARD", KEYS[i]) >= limit then
+    local oldest = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
+    out[2*i-1], out[2*i] = 0, tonumber(oldest[2]) + window - now
+  else
+    redis.call("ZADD", KEYS[i], now, ARGV[2+i])
+    redis.call("PEXPIRE", KEYS[i], window)
+    out[2*i-1], out[2*i] = 1, 0
+  end
 end
-redis.call("ZADD", KEYS[1], now, ARGV[3])
-redis.call("PEXPIRE", KEYS[1], window)
-return {1, 0}
+return out
 `)
 
 // destGuard counts sends per destination in Redis, so that every producer
