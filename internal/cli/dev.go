@@ -140,7 +140,7 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	if once {
 		return nil
 	}
-	fmt.Fprintf(out, "Enqueue more with: OTPQ_REDIS_URL=%s go run ./cmd/otpq send --to +8613800138000 --code 123456 --template demo-login\n", redisURL)
+	fmt.Fprintf(out, "Enqueue more with: OTPQ_REDIS_URL=%s OTPQ_CODE=123456 go run ./cmd/otpq send --to +8613800138000 --template demo-login\n", redisURL)
 	fmt.Fprintln(out, "Press Ctrl-C to stop.")
 	<-ctx.Done()
 	return nil
