@@ -36,6 +36,12 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	// Getenv reads the environment; secrets come only from here.
 	Getenv func(string) string
+	// OnLogger, when set, receives the logger a command builds from its
+	// --log-level and --log-format flags. The otpq binary makes it the
+	// process's default logger, so that what libraries log through slog's
+	// default (go-redis, see RedisLogger) comes out in the same format.
+	// Tests leave it nil: no process-wide state changes.
+	OnLogger func(*slog.Logger)
 
 	args []string // the command line, to tell flags from environment
 }
@@ -206,6 +212,14 @@ func newLogFlags(fs *flag.FlagSet) logFlags {
 }
 
 func (m *Main) logger(lf logFlags) (*slog.Logger, error) {
+	l, err := m.newLogger(lf)
+	if err == nil && m.OnLogger != nil {
+		m.OnLogger(l)
+	}
+	return l, err
+}
+
+func (m *Main) newLogger(lf logFlags) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*lf.level)); err != nil {
 		return nil, usagef("--log-level: %q is not debug, info, warn or error", *lf.level)
@@ -231,4 +245,16 @@ func positive(name string, d time.Duration) error {
 		return usagef("--%s: must be positive, got %s", name, d)
 	}
 	return nil
+}
+
+// RedisLogger carries go-redis's own messages (dial failures, pool errors,
+// printed with the standard log package by default) to slog.Default() as
+// warnings, so that a worker logging JSON does not get plain-text lines in
+// its stream when Redis goes away. Install it with redis.SetLogger. Its
+// messages name addresses, never passwords.
+type RedisLogger struct{}
+
+// Printf logs one go-redis message.
+func (RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.Default().WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "go-redis")
 }

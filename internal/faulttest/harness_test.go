@@ -674,6 +674,20 @@ func logLines(text string) []map[string]any {
 	return out
 }
 
+// requireJSONLog fails the test when a line of a --log-format json log is
+// not JSON (a library printing on its own: log shippers would choke on it
+// exactly during the outages operators need the logs for).
+func requireJSONLog(t *testing.T, text string) {
+	t.Helper()
+	n := 0
+	for _, l := range logLines(text) {
+		n++
+		raw, ok := l["raw"].(string)
+		require.False(t, ok, "a plain-text line in the JSON log: %q", raw)
+	}
+	require.Positive(t, n, "the log is empty")
+}
+
 // decodeResult reads the worker's task.Result stored with a completed task.
 func decodeResult(info *asynq.TaskInfo, r *task.Result) bool {
 	return len(info.Result) > 0 && json.Unmarshal(info.Result, r) == nil

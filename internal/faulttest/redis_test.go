@@ -93,6 +93,7 @@ func TestRedisRestartedMidRun(t *testing.T) {
 	t.Log(f, "; enqueue errors: ", errs)
 	require.Zero(t, f.Lost, "lost: %s", f)
 	require.True(t, w.running(), "the worker exited when Redis restarted:\n%s", w.log())
+	requireJSONLog(t, w.log())
 }
 
 // TestRedisUnreachable: Redis is frozen with SIGSTOP for 10s (connections
@@ -158,6 +159,7 @@ func TestRedisUnreachable(t *testing.T) {
 	require.Equal(t, 50, f2.Delivered, "after the outage: %s", f2)
 	require.Zero(t, f.Lost, "lost: %s", f)
 	require.Positive(t, notReady, "/readyz never reported the outage (%d probes)", probes)
+	requireJSONLog(t, w.log())
 }
 
 // TestRedisMaxmemory: with maxmemory reached (noeviction), Send returns
