@@ -253,6 +253,29 @@ func BenchmarkSendBatch(b *testing.B) {
 	}
 }
 
+// BenchmarkSendBatchGuarded is SendBatch with the default per-destination
+// guard, one destination per request (as in a bulk campaign).
+func BenchmarkSendBatchGuarded(b *testing.B) {
+	p, err := New(Config{RedisURL: redistest.New(b).URL()})
+	require.NoError(b, err)
+	defer p.Close()
+	reqs := make([]Request, 1000)
+	b.ResetTimer()
+	n := 0
+	for range b.N / len(reqs) {
+		for i := range reqs {
+			reqs[i] = validRequest()
+			reqs[i].To = fmt.Sprintf("+1555%07d", n)
+			n++
+		}
+		for _, r := range p.SendBatch(context.Background(), reqs, Queue(QueueBulk)) {
+			if r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+	}
+}
+
 func BenchmarkSend(b *testing.B) {
 	p, err := New(Config{RedisURL: redistest.New(b).URL(), DestinationLimit: -1})
 	require.NoError(b, err)

@@ -65,8 +65,14 @@ local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
-  redis.call("ZREMRANGEBYSCORE", KEYS[i], "-inf", now - window)
-  if redis.call("ZCARD", KEYS[i]) >= limit then
+  local n = redis.call("ZCARD", KEYS[i])
+  if n >= limit then
+    -- Only a full window needs trimming: below the limit, stale entries
+    -- cannot refuse anything, and ZADD below keeps the set within limit.
+    redis.call("ZREMRANGEBYSCORE", KEYS[i], "-inf", now - window)
+    n = redis.call("ZCARD", KEYS[i])
+  end
+  if n >= limit then
     local oldest = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
     out[2*i-1], out[2*i] = 0, tonumber(oldest[2]) + window - now
   else
