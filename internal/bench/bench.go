@@ -629,6 +629,8 @@ func (e *env) endToEnd(ctx context.Context) error {
 					fmtRate(directRate), ratio(o.rate, directRate), o.cores(), b.cores()))
 			if lat == 0 && c == 100 {
 				e.rep.e2eRatio = o.rate / b.rate
+				e.rep.e2eBaseline = b.rate
+				e.rep.defaultServers = servers
 				e.rep.serverRates = append(e.rep.serverRates, fmt.Sprintf("%d (default): %s", servers, fmtRate(o.rate)))
 				e.rep.e2eBusy = o.busy
 				e.rep.e2ePairs = each
@@ -646,7 +648,7 @@ func (e *env) endToEnd(ctx context.Context) error {
 				return err
 			}
 			e.rep.workerProfile = prof
-			for _, s := range []int{1, 4} {
+			for _, s := range []int{1, 4, 8} {
 				e.logf("  %s, concurrency 100: otpq --servers %d", name, s)
 				o, err := e.e2e(ctx, pr, "otpq", e.n(40000), 100, s)
 				if err != nil {
@@ -654,8 +656,11 @@ func (e *env) endToEnd(ctx context.Context) error {
 					return err
 				}
 				e.rep.serverRates = append(e.rep.serverRates, fmt.Sprintf("%d: %s", s, fmtRate(o.rate)))
+				if o.rate > e.rep.bestServersRate {
+					e.rep.bestServers, e.rep.bestServersRate = s, o.rate
+				}
 				g.row(fmt.Sprintf("%s, concurrency 100, --servers %d", name, s), fmtRate(o.rate), fmt.Sprintf("otpq worker (%d servers)", s),
-					"", "", "", "cores used: "+o.cores())
+					fmtRate(e.rep.e2eBaseline), "hand-written asynq handler (median above)", ratio(o.rate, e.rep.e2eBaseline), "cores used: "+o.cores())
 			}
 		}
 		pr.proc.stop()
@@ -799,6 +804,7 @@ func (e *env) idle(ctx context.Context) error {
 	g.row("Redis commands/s while idle", fmt.Sprintf("%.0f", polls["otpq"]), "otpq worker", fmt.Sprintf("%.0f", polls["baseline"]), "hand-written asynq handler",
 		ratio(polls["otpq"], polls["baseline"]), "the cost of a 10ms poll: higher is worse here")
 	e.rep.idleP99 = percentile(o, 99)
+	e.rep.idleCmds = polls["otpq"]
 	return nil
 }
 
