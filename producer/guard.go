@@ -52,9 +52,9 @@ func (e *DestinationLimitError) Unwrap() error { return ErrDestinationLimited }
 
 // destGuardScript is a sliding-window log per destination, for each key of
 // KEYS in turn: a sorted set of send tokens scored by Redis's own clock in
-// milliseconds. It drops entries older than the window (ARGV[1] ms),
-// refuses when limit (ARGV[2]) remain, else records the key's token
-// (ARGV[2+i]). Returns a flat {counted, ms until the oldest entry leaves}
+// milliseconds. When a set holds limit (ARGV[2]) entries it drops those
+// older than the window (ARGV[1] ms) and refuses if limit remain; else it
+// records the key's token (ARGV[2+i]). Returns a flat {counted, ms until the oldest entry leaves}
 // pair per key: {1, 0} when counted. One key for Send, a chunk of keys for
 // SendBatch on a single Redis (one key per call on a Cluster, where the
 // keys live in different slots).

@@ -319,11 +319,10 @@ func scrubMessage(msg []byte) (out []byte, expires time.Time, ok bool) {
 	if typ != task.TypeSend || payloadAt < 0 {
 		return nil, time.Time{}, false
 	}
-	clean, ok := task.Scrub(payload)
+	clean, expires, ok := task.Scrub(payload)
 	if !ok {
 		return nil, time.Time{}, false
 	}
-	expires, _ = task.ExpiresAt(payload)
 	// Re-emit the payload field in place.
 	rest := msg[payloadAt:]
 	_, _, n := protowire.ConsumeTag(rest)

@@ -73,36 +73,28 @@ func Encode(p Payload) ([]byte, error) {
 
 // Scrub returns the stored payload b with its code (plaintext or sealed)
 // removed and Scrubbed set, for a task that is finished and must not keep a
-// live code. It works on the raw JSON so that fields and versions this
-// build does not know are kept. ok is false when b is not a JSON object or
-// holds no code (already scrubbed, or not otpq's).
-func Scrub(b []byte) (out []byte, ok bool) {
+// live code, and the code's expiry read in the same pass (zero when b has
+// none). It works on the raw JSON so that fields and versions this build
+// does not know are kept. ok is false when b is not a JSON object or holds
+// no code (already scrubbed, or not otpq's).
+func Scrub(b []byte) (out []byte, expires time.Time, ok bool) {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(b, &m) != nil || m == nil {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	_, hasCode := m["code"]
 	_, hasSealed := m["sealed"]
 	if !hasCode && !hasSealed {
-		return nil, false
+		return nil, time.Time{}, false
+	}
+	if raw, has := m["expires_at"]; has {
+		_ = json.Unmarshal(raw, &expires) // a malformed expiry reads as zero
 	}
 	delete(m, "code")
 	delete(m, "sealed")
 	m["scrubbed"] = json.RawMessage("true")
 	out, err := json.Marshal(m)
-	return out, err == nil
-}
-
-// ExpiresAt reads only the expiry of a stored payload, whatever its
-// version or state (scrubbed included). ok is false when b has none.
-func ExpiresAt(b []byte) (t time.Time, ok bool) {
-	var p struct {
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if json.Unmarshal(b, &p) != nil || p.ExpiresAt.IsZero() {
-		return time.Time{}, false
-	}
-	return p.ExpiresAt, true
+	return out, expires, err == nil
 }
 
 // Decode parses and checks a payload. It rejects junk, unknown fields,

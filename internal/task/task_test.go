@@ -68,8 +68,9 @@ func TestScrub(t *testing.T) {
 	for _, p := range []Payload{payload(), func() Payload { p := payload(); p.Code, p.Sealed = "", "k1:AAAA"; return p }()} {
 		b, err := Encode(p)
 		require.NoError(t, err)
-		out, ok := Scrub(b)
+		out, expires, ok := Scrub(b)
 		require.True(t, ok)
+		require.True(t, p.ExpiresAt.Equal(expires), "the expiry is read in the same pass: %s", expires)
 		require.NotContains(t, string(out), canary)
 		require.NotContains(t, string(out), "k1:AAAA")
 		var m map[string]any
@@ -79,9 +80,9 @@ func TestScrub(t *testing.T) {
 		require.ErrorIs(t, err, ErrBadPayload)
 		require.Contains(t, err.Error(), "scrubbed")
 
-		_, ok = Scrub(out)
+		_, _, ok = Scrub(out)
 		require.False(t, ok, "already scrubbed")
 	}
-	_, ok := Scrub([]byte("junk"))
+	_, _, ok := Scrub([]byte("junk"))
 	require.False(t, ok)
 }
