@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,29 +9,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/otpq/otpq/internal/bulk"
 	"github.com/otpq/otpq/producer"
 )
 
-func (m *Main) bulkCmd() *ffcli.Command {
-	fs := flag.NewFlagSet("otpq bulk", flag.ContinueOnError)
-	redisURL := redisFlag(fs)
-	format := fs.String("format", "auto", "file format: csv, jsonl, or auto (from the file name, else the first byte)")
-	queue := fs.String("queue", producer.QueueBulk, "queue: bulk or critical")
-	expires := fs.Duration("expires-in", producer.DefaultExpiry, "how long each code stays valid after it is enqueued; it is never sent after")
-	retention := fs.Duration("retention", producer.DefaultRetention, "how long finished rows are remembered, so that a re-run does not send them again")
-	ratePer := fs.Float64("rate", 0, "enqueue at most this many rows per second (0 = as fast as Redis takes them)")
-	dryRun := fs.Bool("dry-run", false, "validate every row, enqueue nothing")
-	rejects := fs.String("rejects", "", "write rejected rows (line number, field, reason) to this file instead of standard error")
-	idPrefix := fs.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
-	every := fs.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
-	destLimit := fs.Int("destination-limit", 0, "most sends to one destination per 15 minutes, counted with every producer; a row beyond it is rejected; 0 = 5, negative = off (trusted lists)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for benchmarks)")
-	return m.newCommand("bulk", "otpq bulk [flags] FILE|-",
-		"Enqueue every row of a CSV or JSON Lines file.",
+func (m *Main) bulkCmd() *cobra.Command {
+	cmd := command("bulk FILE|-", "Enqueue every row of a CSV or JSON Lines file (see Bulk sends).",
 		`Reads FILE (or standard input for -) row by row, validates each row like
 otpq send, and enqueues the valid ones into the bulk queue, Redis-pipelined.
 CSV header: to,code,template[,language][,id][,param.NAME…]. JSON Lines:
@@ -47,58 +32,71 @@ queued as duplicates, so an interrupted run is resumed by running it again.
 Prints a summary on standard output. Exit 0 when every row was accepted or
 already queued, 4 when some rows were rejected, 1 when Redis failed or the
 run was interrupted (run it again), 2 for unusable input (unreadable file,
-bad CSV header).`, fs,
-		func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("bulk takes exactly one FILE (or - for standard input)")
+bad CSV header).`, exactArgs(1, "one FILE (or - for standard input)"), nil)
+	f := flagsOf(cmd)
+	redisURL := redisFlag(f)
+	format := f.String("format", "auto", "file format: csv, jsonl, or auto (from the file name, else the first byte)")
+	queue := queueFlag(f, producer.QueueBulk)
+	expires := expiresFlag(f)
+	retention := f.Duration("retention", producer.DefaultRetention, "how long finished rows are remembered, so that a re-run does not send them again")
+	ratePer := f.Float64("enqueue-rate", 0, "enqueue at most this many rows per second", "as fast as Redis takes them")
+	dryRun := f.Bool("dry-run", false, "validate every row, enqueue nothing")
+	rejects := f.String("rejects", "", "write rejected rows (line number, field, reason) to this file", "standard error")
+	idPrefix := f.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
+	every := f.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
+	guard := newGuardFlags(f)
+	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the run to this file (for benchmarks)")
+	f.hide("cpuprofile")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkRedisURL(cmd, *redisURL); err != nil {
+			return err
+		}
+		if *ratePer < 0 {
+			return usagef("--enqueue-rate: must not be negative, got %v", *ratePer)
+		}
+		if err := positive("expires-in", *expires); err != nil {
+			return err
+		}
+		if err := positive("retention", *retention); err != nil {
+			return err
+		}
+		if *queue != producer.QueueBulk && *queue != producer.QueueCritical {
+			return usagef("--queue: %q is not %q or %q", *queue, producer.QueueBulk, producer.QueueCritical)
+		}
+		f := bulk.Format(strings.ToLower(*format))
+		switch f {
+		case "auto":
+			f = bulk.FormatAuto
+		case bulk.FormatCSV, bulk.FormatJSONL:
+		default:
+			return usagef("--format: %q is not csv, jsonl or auto", *format)
+		}
+		if *cpuProfile != "" {
+			pf, err := os.Create(*cpuProfile)
+			if err != nil {
+				return usagef("--cpuprofile: %v", err)
 			}
-			if err := m.checkRedisURL(*redisURL); err != nil {
-				return err
+			defer pf.Close()
+			if err := pprof.StartCPUProfile(pf); err != nil {
+				return usagef("--cpuprofile: %v", err)
 			}
-			if *ratePer < 0 {
-				return usagef("--rate: must not be negative, got %v", *ratePer)
-			}
-			if err := positive("expires-in", *expires); err != nil {
-				return err
-			}
-			if err := positive("retention", *retention); err != nil {
-				return err
-			}
-			if *queue != producer.QueueBulk && *queue != producer.QueueCritical {
-				return usagef("--queue: %q is not %q or %q", *queue, producer.QueueBulk, producer.QueueCritical)
-			}
-			f := bulk.Format(strings.ToLower(*format))
-			switch f {
-			case "auto":
-				f = bulk.FormatAuto
-			case bulk.FormatCSV, bulk.FormatJSONL:
-			default:
-				return usagef("--format: %q is not csv, jsonl or auto", *format)
-			}
-			if *cpuProfile != "" {
-				pf, err := os.Create(*cpuProfile)
-				if err != nil {
-					return usagef("--cpuprofile: %v", err)
-				}
-				defer pf.Close()
-				if err := pprof.StartCPUProfile(pf); err != nil {
-					return usagef("--cpuprofile: %v", err)
-				}
-				defer pprof.StopCPUProfile()
-			}
-			return m.runBulk(ctx, bulkRun{
-				path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
-				idPrefix: *idPrefix, rate: *ratePer, every: *every, destLimit: *destLimit,
-				opts:      []producer.Option{producer.Queue(*queue), producer.ExpiresIn(*expires)},
-				retention: *retention,
-			})
+			defer pprof.StopCPUProfile()
+		}
+		return m.runBulk(cmd.Context(), bulkRun{
+			path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
+			idPrefix: *idPrefix, rate: *ratePer, every: *every, destLimit: *guard.limit, destWindow: *guard.window,
+			opts:      []producer.Option{producer.Queue(*queue), producer.ExpiresIn(*expires)},
+			retention: *retention,
 		})
+	}
+	return cmd
 }
 
 type bulkRun struct {
 	path, redisURL, rejects, idPrefix string
 	format                            bulk.Format
 	destLimit                         int
+	destWindow                        time.Duration
 	dryRun                            bool
 	rate                              float64
 	every                             time.Duration
@@ -152,7 +150,7 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 		if err != nil {
 			return err
 		}
-		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention, DestinationLimit: b.destLimit})
+		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention, DestinationLimit: b.destLimit, DestinationWindow: b.destWindow})
 		if err != nil {
 			return usagef("%v", err)
 		}

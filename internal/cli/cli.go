@@ -5,16 +5,16 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/otpq/otpq/internal/redisconn"
@@ -43,7 +43,9 @@ type Main struct {
 	// Tests leave it nil: no process-wide state changes.
 	OnLogger func(*slog.Logger)
 
-	args []string // the command line, to tell flags from environment
+	// buildInfo reads the binary's build information; default
+	// debug.ReadBuildInfo (tests set it).
+	buildInfo func() (*debug.BuildInfo, bool)
 }
 
 // usageError is a mistake in the invocation: reported with ExitUsage.
@@ -72,23 +74,30 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	if m.Stdin == nil {
 		m.Stdin = os.Stdin
 	}
-	m.args = args
+	if m.Stdout == nil {
+		m.Stdout = io.Discard
+	}
+	if m.Stderr == nil {
+		m.Stderr = io.Discard
+	}
 	root := m.root()
-	err := root.ParseAndRun(ctx, args)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
 	var ue *usageError
 	var ee *exitError
 	switch {
 	case err == nil:
-		return ExitOK
-	case errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &ee):
 		if ee.msg != "" {
 			fmt.Fprintln(m.Stderr, "otpq:", ee.msg)
 		}
 		return ee.code
-	case errors.As(err, &ue), errors.Is(err, ffcli.ErrUnparsed), isFlagError(err):
+	case errors.As(err, &ue):
 		fmt.Fprintln(m.Stderr, "otpq:", err)
+		if cmd != nil {
+			fmt.Fprintf(m.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
 		return ExitUsage
 	default:
 		fmt.Fprintln(m.Stderr, "otpq:", err)
@@ -96,101 +105,99 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	}
 }
 
-func isFlagError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "flag provided but not defined") || strings.Contains(s, "invalid value") ||
-		strings.Contains(s, "flag needs an argument") || strings.Contains(s, "unknown subcommand") ||
-		strings.Contains(s, "error parsing commandline arguments")
-}
+// rootLong is the top-level help text; the variables read only from the
+// environment and the exit codes are listed after it.
+const rootLong = `otpq queues OTP sends in Redis (asynq) and delivers them with a pool of
+workers through the EngageLab Custom OTP Code API.
 
-func (m *Main) root() *ffcli.Command {
-	fs := flag.NewFlagSet("otpq", flag.ContinueOnError)
-	fs.SetOutput(m.Stderr)
-	return &ffcli.Command{
-		Name:       "otpq",
-		ShortUsage: "otpq <subcommand> [flags]",
-		ShortHelp:  "Queue and deliver one-time-password codes through EngageLab.",
-		LongHelp: `otpq queues OTP sends in Redis (asynq) and delivers them with a pool of
-workers through the EngageLab Custom OTP Code API. Every flag can also be set
-with an OTPQ_ environment variable (--concurrency ↔ OTPQ_CONCURRENCY).
-Credentials come only from the environment: ENGAGELAB_DEV_KEY,
-ENGAGELAB_DEV_SECRET, ENGAGELAB_BASE_URL. Other secrets too:
-OTPQ_PAYLOAD_KEY or OTPQ_PAYLOAD_KEY_FILE (kid:base64key[,…]: codes stored
-encrypted), OTPQ_REDIS_PASSWORD_FILE, OTPQ_REDIS_CA_FILE.
+Every flag can also be set with the OTPQ_ environment variable its help
+names (--concurrency ↔ OTPQ_CONCURRENCY); the command line wins. Secrets
+never go in flags (ps shows them to every user of the machine).`
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input (nothing done),
-3 duplicate send, 4 bulk rows rejected, 5 destination send limit reached.`,
-		FlagSet: fs,
-		Subcommands: []*ffcli.Command{
-			m.workerCmd(), m.sendCmd(), m.statusCmd(), m.fakeCmd(), m.devCmd(), m.healthcheckCmd(), m.bulkCmd(), m.benchCmd(),
-		},
-		Exec: func(ctx context.Context, args []string) error {
+func (m *Main) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:     "otpq",
+		Short:   "Queue and deliver one-time-password codes through EngageLab.",
+		Long:    rootLong,
+		Version: m.version(),
+		// Bare otpq prints this help on standard output and exits 0, as
+		// kubectl, gh and docker do.
+		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usagef("unknown subcommand %q (see otpq -h)", args[0])
+				msg := fmt.Sprintf("unknown command %q", args[0])
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+				}
+				return usagef("%s", msg)
 			}
-			return flag.ErrHelp
+			return nil
 		},
-	}
-}
-
-// newCommand builds a subcommand whose flags also read OTPQ_* variables.
-func (m *Main) newCommand(name, usage, short, long string, fs *flag.FlagSet, exec func(context.Context, []string) error) *ffcli.Command {
-	fs.SetOutput(m.Stderr)
-	return &ffcli.Command{
-		Name: name, ShortUsage: usage, ShortHelp: short, LongHelp: long, FlagSet: fs,
-		Exec: func(ctx context.Context, args []string) error {
-			if err := m.flagsFromEnv(fs); err != nil {
-				return err
-			}
-			return exec(ctx, args)
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return m.flagsFromEnv(cmd)
 		},
+		SilenceErrors: true,
+		SilenceUsage:  true,
 	}
-}
-
-// envName is the environment variable of a flag: --retry-min-delay ↔
-// OTPQ_RETRY_MIN_DELAY.
-func envName(flagName string) string {
-	return "OTPQ_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
-}
-
-// flagsFromEnv gives every flag not set on the command line the value of its
-// OTPQ_ variable. It reads through m.Getenv (not os.Getenv, as ff's own
-// option does), so tests and embedding programs control the environment.
-func (m *Main) flagsFromEnv(fs *flag.FlagSet) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || set[f.Name] {
-			return
-		}
-		key := envName(f.Name)
-		v := m.Getenv(key)
-		if v == "" {
-			return
-		}
-		if e := fs.Set(f.Name, v); e != nil {
-			err = usagef("%s: invalid value for --%s: %v", key, f.Name, e)
-		}
+	root.SetIn(m.Stdin)
+	root.SetOut(m.Stdout)
+	root.SetErr(m.Stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &usageError{msg: err.Error()}
 	})
-	return err
+	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
+		fmt.Fprint(cmd.OutOrStdout(), helpText(cmd, true))
+	})
+	root.SetUsageFunc(func(cmd *cobra.Command) error {
+		_, err := fmt.Fprint(cmd.OutOrStderr(), helpText(cmd, true))
+		return err
+	})
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SuggestionsMinimumDistance = 2
+	root.AddCommand(
+		m.workerCmd(), m.sendCmd(), m.statusCmd(), m.bulkCmd(), m.devCmd(),
+		m.fakeCmd(), m.healthcheckCmd(), m.versionCmd(), m.docsCmd(),
+	)
+	// cobra adds these when it executes; adding them now makes the tree
+	// complete for the README generator and the tests that walk it.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	return root
+}
+
+// command builds a subcommand: fixed arguments checked with a usage error,
+// flags registered by the caller through flagsOf.
+func command(use, short, long string, args cobra.PositionalArgs, run func(*cobra.Command, []string) error) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Long: long, Args: args, RunE: run}
+}
+
+// noArgs refuses positional arguments.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.Name(), args)
+	}
+	return nil
+}
+
+// exactArgs wants n arguments, described by what.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes exactly %s, got %d arguments", cmd.Name(), what, len(args))
+		}
+		return nil
+	}
 }
 
 // redisFlag registers --redis-url.
-func redisFlag(fs *flag.FlagSet) *string {
-	return fs.String("redis-url", redisconn.DefaultURL, "Redis URL: redis://[user:pass@]host:port/db, rediss:// for TLS, redis-sentinel://…; a password belongs in OTPQ_REDIS_URL, not on the command line")
+func redisFlag(f flagSet) *string {
+	return f.String("redis-url", redisconn.DefaultURL, "Redis URL: redis://[user:pass@]host:port/db (ACL user and password), rediss://… (TLS), redis-sentinel://[user:pass@]s1:26379,s2:26379[/db]?master=NAME, redis-cluster://[user:pass@]n1:6379,n2:6379 (seed nodes); a password belongs in OTPQ_REDIS_URL, not on the command line")
 }
 
 // checkRedisURL refuses a password given on the command line, where every
 // user of the machine can read it in ps.
-func (m *Main) checkRedisURL(raw string) error {
-	onCommandLine := false
-	for _, a := range m.args {
-		if strings.HasPrefix(strings.TrimLeft(a, "-"), "redis-url") {
-			onCommandLine = true
-		}
-	}
-	if !onCommandLine {
+func checkRedisURL(cmd *cobra.Command, raw string) error {
+	if !cmd.Flags().Changed("redis-url") {
 		return nil
 	}
 	if u, err := url.Parse(raw); err == nil && u.User != nil {
@@ -204,10 +211,10 @@ func (m *Main) checkRedisURL(raw string) error {
 // logFlags registers --log-level and --log-format.
 type logFlags struct{ level, format *string }
 
-func newLogFlags(fs *flag.FlagSet) logFlags {
+func newLogFlags(f flagSet) logFlags {
 	return logFlags{
-		level:  fs.String("log-level", "info", "log level: debug, info, warn, error"),
-		format: fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)"),
+		level:  f.String("log-level", "info", "log level: debug, info, warn, error"),
+		format: f.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)"),
 	}
 }
 

@@ -87,7 +87,7 @@ func TestSendInvalidInput(t *testing.T) {
 		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--id", "has space"}, "invalid id:"},
 		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "extra"}, "takes no arguments"},
 		{[]string{"--to", "+8618701235678", "--code", canaryCode, "--template", "t", "--redis-url", "redis://:pw@127.0.0.1:6379/0"}, "visible in ps"},
-		{[]string{"--nope"}, "flag provided but not defined"},
+		{[]string{"--nope"}, "unknown flag: --nope"},
 	}
 	for _, tc := range cases {
 		r := b.run(t, context.Background(), append([]string{"send"}, tc.args...)...)

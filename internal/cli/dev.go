@@ -3,15 +3,14 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/ops"
@@ -29,35 +28,33 @@ type devSample struct {
 var devSamples = []devSample{
 	{label: "delivered", to: "+8613800138000"},
 	{label: "retried, then delivered", to: "+8613800138001", rule: &fakeengagelab.Rule{Status: 500, Code: 1000, Times: 1}},
-	{label: "dead-lettered", to: "+8613800138002", rule: &fakeengagelab.Rule{Code: 5013}},
+	{label: "dead-lettered", to: "+8613800138002", rule: &fakeengagelab.Rule{Status: 400, Code: 5013}},
 	{label: "delivered by e-mail", to: "support@example.com"},
 }
 
-func (m *Main) devCmd() *ffcli.Command {
-	fs := flag.NewFlagSet("otpq dev", flag.ContinueOnError)
-	once := fs.Bool("once", false, "exit after the sample sends have finished")
-	of := newOpsFlags(fs)
-	log := newLogFlags(fs)
-	return m.newCommand("dev", "otpq dev [--once]", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends.",
+func (m *Main) devCmd() *cobra.Command {
+	cmd := command("dev", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends, web UI.",
 		`Starts an embedded Redis (miniredis), the fake EngageLab, and a worker, makes
 a few sample sends and prints how each ended: delivered, retried then
 delivered, dead-lettered with the provider's reason. Also serves the web UI
 and metrics (--http-addr, default 127.0.0.1:8080, or a free port when that
 is taken) and prints their addresses. Runs until Ctrl-C
-(or, with --once, until the samples finish). Nothing to install or configure.`, fs,
-		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("dev takes no arguments, got %q", args)
-			}
-			if *log.level == "info" {
-				*log.level = "warn" // keep the demo's own output readable
-			}
-			logger, err := m.logger(log)
-			if err != nil {
-				return err
-			}
-			return m.runDev(ctx, logger, *once, of)
-		})
+(or, with --once, until the samples finish). Nothing to install or configure.`, noArgs, nil)
+	f := flagsOf(cmd)
+	once := f.Bool("once", false, "exit after the sample sends have finished")
+	of := newOpsFlags(f)
+	log := newLogFlags(f)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if !cmd.Flags().Changed("log-level") && m.Getenv(envName("log-level")) == "" {
+			*log.level = "warn" // keep the demo's own output readable
+		}
+		logger, err := m.logger(log)
+		if err != nil {
+			return err
+		}
+		return m.runDev(cmd.Context(), logger, *once, of)
+	}
+	return cmd
 }
 
 func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of opsFlags) error {

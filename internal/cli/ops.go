@@ -3,19 +3,19 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/redisconn"
@@ -32,10 +32,10 @@ type opsFlags struct {
 	readOnly *bool
 }
 
-func newOpsFlags(fs *flag.FlagSet) opsFlags {
+func newOpsFlags(f flagSet) opsFlags {
 	return opsFlags{
-		addr:     fs.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
-		readOnly: fs.Bool("ui-read-only", false, "serve the web UI without delete/run/archive actions"),
+		addr:     f.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
+		readOnly: f.Bool("ui-read-only", false, "serve the web UI without delete/run/archive/pause actions"),
 	}
 }
 
@@ -108,43 +108,63 @@ func listenOrFree(s *ops.Server, addr string) (net.Listener, error) {
 // DefaultHealthURL is what otpq healthcheck asks by default.
 const DefaultHealthURL = "http://127.0.0.1:8080/readyz"
 
-func (m *Main) healthcheckCmd() *ffcli.Command {
-	fs := flag.NewFlagSet("otpq healthcheck", flag.ContinueOnError)
-	url := fs.String("url", DefaultHealthURL, "URL to GET: the worker's /readyz or /healthz")
-	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
-	return m.newCommand("healthcheck", "otpq healthcheck [--url URL]", "Exit 0 if the ops server answers 200 (for container health checks).",
-		`GETs --url (default the local worker's /readyz) and exits 0 on HTTP 200,
-1 otherwise, printing the server's reason. For the Docker HEALTHCHECK: the
-image has no curl.`, fs,
-		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("healthcheck takes no arguments, got %q", args)
-			}
-			if err := positive("timeout", *timeout); err != nil {
-				return err
-			}
-			if !strings.HasPrefix(*url, "http://") && !strings.HasPrefix(*url, "https://") {
-				return usagef("--url: %q is not an http:// or https:// URL", *url)
-			}
-			ctx, cancel := context.WithTimeout(ctx, *timeout)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
-			if err != nil {
-				return usagef("--url: %v", err)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return fmt.Errorf("healthcheck: %w", err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			msg := strings.TrimSpace(string(body))
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("healthcheck: %s: %s: %s", *url, resp.Status, msg)
-			}
-			fmt.Fprintln(m.Stdout, msg)
-			return nil
-		})
+// readyBody is what the ops server's /readyz answers when ready; any other
+// 200 (a server that answers every path) is not readiness.
+const readyBody = "ready"
+
+// healthURL is the readiness URL to ask: a URL without a path means the
+// server's /readyz.
+func healthURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", usagef("--url: %q is not an http:// or https:// URL", raw)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/readyz"
+	}
+	return u.String(), nil
+}
+
+func (m *Main) healthcheckCmd() *cobra.Command {
+	cmd := command("healthcheck", "Exit 0 if the ops server's /readyz says ready (for container health checks).",
+		`GETs the ops server's readiness endpoint (--url; a URL without a path gets
+/readyz) and exits 0 when it answers 200 with "ready", 1 otherwise, printing
+the server's reason. Any other 200 (a server that answers every path) is
+not readiness. For the Docker HEALTHCHECK: the image has no curl.`, noArgs, nil)
+	f := flagsOf(cmd)
+	rawURL := f.String("url", DefaultHealthURL, "readiness URL of the ops server (a URL without a path gets /readyz)")
+	timeout := f.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := positive("timeout", *timeout); err != nil {
+			return err
+		}
+		target, err := healthURL(*rawURL)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), *timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return usagef("--url: %v", err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("healthcheck: %w", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		msg := strings.TrimSpace(string(body))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("healthcheck: %s: %s: %s", target, resp.Status, msg)
+		}
+		if msg != readyBody {
+			return fmt.Errorf("healthcheck: %s answered 200 but not %q: not an otpq readiness endpoint (is --url the ops server's /readyz?)", target, readyBody)
+		}
+		fmt.Fprintln(m.Stdout, msg)
+		return nil
+	}
+	return cmd
 }
 
 // startDevOps starts the ops server of otpq dev: on --http-addr, or a free

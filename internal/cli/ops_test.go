@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/fakeengagelab"
 )
 
 // runOps runs the otpq command line with env and returns the exit code,
@@ -37,6 +39,10 @@ func TestWorkerRefusesUnprotectedPublicUI(t *testing.T) {
 func TestHealthcheck(t *testing.T) {
 	ready := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			fmt.Fprintln(w, "otpq operations")
+			return
+		}
 		if !ready {
 			http.Error(w, "not ready: redis unreachable", http.StatusServiceUnavailable)
 			return
@@ -48,8 +54,24 @@ func TestHealthcheck(t *testing.T) {
 	require.Equal(t, ExitOK, code)
 	require.Equal(t, "ready\n", out)
 
+	// The server root means its /readyz.
+	for _, root := range []string{srv.URL, srv.URL + "/"} {
+		code, out, stderr := runOps(t, nil, "healthcheck", "--url", root)
+		require.Equal(t, ExitOK, code, stderr)
+		require.Equal(t, "ready\n", out)
+	}
+	// A 200 that is not readiness (another path, another server) fails.
+	code, _, stderr := runOps(t, nil, "healthcheck", "--url", srv.URL+"/healthz")
+	require.Equal(t, ExitFailure, code)
+	require.Contains(t, stderr, `answered 200 but not "ready"`)
+	anything := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hello") }))
+	defer anything.Close()
+	code, _, stderr = runOps(t, nil, "healthcheck", "--url", anything.URL)
+	require.Equal(t, ExitFailure, code, "a server answering 200 on every path is not ready")
+	require.Contains(t, stderr, anything.URL+"/readyz")
+
 	ready = false
-	code, _, stderr := runOps(t, nil, "healthcheck", "--url", srv.URL+"/readyz")
+	code, _, stderr = runOps(t, nil, "healthcheck", "--url", srv.URL+"/readyz")
 	require.Equal(t, ExitFailure, code)
 	require.Contains(t, stderr, "503")
 	require.Contains(t, stderr, "not ready: redis unreachable")
@@ -61,4 +83,23 @@ func TestHealthcheck(t *testing.T) {
 	srv.Close()
 	code, _, _ = runOps(t, nil, "healthcheck", "--url", srv.URL+"/readyz")
 	require.Equal(t, ExitFailure, code)
+}
+
+// fake-engagelab --help explains --fail's STATUS, gives an example and
+// lists the rules otpq dev scripts.
+func TestFakeHelp(t *testing.T) {
+	code, out, _ := runOps(t, nil, "fake-engagelab", "--help")
+	require.Equal(t, ExitOK, code)
+	require.Contains(t, out, "STATUS is the HTTP status of the answer, 4xx or 5xx")
+	require.Contains(t, out, "Examples:\n  otpq fake-engagelab --addr 127.0.0.1:8090")
+	for _, s := range devSamples {
+		require.Contains(t, out, s.to, "dev's sample %q is listed", s.label)
+		if s.rule != nil {
+			r := *s.rule
+			r.To = s.to
+			require.Contains(t, out, "--fail '"+ruleText(r)+"'")
+			_, err := fakeengagelab.ParseRule(ruleText(r))
+			require.NoError(t, err, "the listed rule is valid --fail syntax")
+		}
+	}
 }

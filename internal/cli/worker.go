@@ -1,14 +1,13 @@
 package cli
 
 import (
-	"context"
-	"flag"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/worker"
@@ -45,22 +44,24 @@ type workerFlags struct {
 	rateBurst                   *int
 }
 
-func newWorkerFlags(fs *flag.FlagSet) *workerFlags {
-	return &workerFlags{
-		redisURL:    redisFlag(fs),
-		concurrency: fs.Int("concurrency", worker.DefaultConcurrency, "sends in flight at once"),
-		servers:     fs.Int("servers", 0, "asynq servers (fetch loops) in this process; 0 = one per CPU"),
-		retry:       fs.Int("max-retry", worker.DefaultMaxRetry, "retries of a task after its first attempt"),
-		retryMin:    fs.Duration("retry-min-delay", worker.DefaultRetryMinDelay, "first retry delay (exponential, jittered)"),
-		retryMax:    fs.Duration("retry-max-delay", worker.DefaultRetryMaxDelay, "largest retry delay"),
-		httpTO:      fs.Duration("http-timeout", worker.DefaultHTTPTimeout, "timeout of one provider request"),
-		poll:        fs.Duration("poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks"),
-		shutdown:    fs.Duration("shutdown-timeout", 0, "how long shutdown waits for in-flight sends; 0 = http-timeout + 5s"),
-		retryCodes:  fs.String("retry-codes", "", "extra EngageLab error codes to retry, comma-separated (e.g. 5016)"),
-		log:         newLogFlags(fs),
-		rate:        fs.Float64("rate", 0, "most provider sends per second across all workers on this Redis; 0 = no limit"),
-		rateBurst:   fs.Int("rate-burst", 0, "sends allowed at once under --rate; 0 = max(1, rate/10)"),
+func newWorkerFlags(f flagSet) *workerFlags {
+	wf := &workerFlags{
+		redisURL:    redisFlag(f),
+		concurrency: f.Int("concurrency", worker.DefaultConcurrency, "sends in flight per process; the HTTP connection pool is sized to it"),
+		servers:     f.Int("servers", 0, "asynq fetch loops per process (each fetches one task per Redis round trip and, while idle, polls Redis every --poll-interval); raise it for a fast provider: see BENCHMARKS.md", "one per CPU"),
+		retry:       f.Int("max-retry", worker.DefaultMaxRetry, "retries of a task after its first attempt (0 = none)"),
+		retryMin:    f.Duration("retry-min-delay", worker.DefaultRetryMinDelay, "first retry delay (exponential, jittered)"),
+		retryMax:    f.Duration("retry-max-delay", worker.DefaultRetryMaxDelay, "largest retry delay"),
+		httpTO:      f.Duration("http-timeout", worker.DefaultHTTPTimeout, "timeout of one provider request"),
+		poll:        f.Duration("poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks (asynq's default is 1s)"),
+		shutdown:    f.Duration("shutdown-timeout", 0, "how long SIGTERM waits for in-flight sends", "http-timeout + 5s"),
+		retryCodes:  f.String("retry-codes", "", "extra EngageLab error codes to retry, comma-separated (e.g. 5016)"),
+		log:         newLogFlags(f),
+		rate:        f.Float64("rate", 0, "most provider sends per second across all workers on this Redis", "off"),
+		rateBurst:   f.Int("rate-burst", 0, "sends allowed at once under --rate after an idle spell", "max(1, rate/10)"),
 	}
+	f.here("servers", strconv.Itoa(runtime.GOMAXPROCS(0)))
+	return wf
 }
 
 // config checks the flags and builds a worker.Config (credentials excluded).
@@ -121,11 +122,8 @@ func parseCodes(s string) ([]int, error) {
 	return codes, nil
 }
 
-func (m *Main) workerCmd() *ffcli.Command {
-	fs := flag.NewFlagSet("otpq worker", flag.ContinueOnError)
-	f := newWorkerFlags(fs)
-	of := newOpsFlags(fs)
-	return m.newCommand("worker", "otpq worker [flags]", "Run the delivery worker pool until SIGINT/SIGTERM.",
+func (m *Main) workerCmd() *cobra.Command {
+	cmd := command("worker", "Run the delivery worker pool until SIGINT/SIGTERM (graceful: in-flight sends finish).",
 		`Fetches otp:send tasks from the critical queue, then the bulk queue (strict
 priority), and delivers them through EngageLab. Needs ENGAGELAB_DEV_KEY and
 ENGAGELAB_DEV_SECRET in the environment (exit 2 without them, before Redis is
@@ -135,39 +133,39 @@ Serves the ops endpoints on --http-addr (default 127.0.0.1:8080): the web UI
 on /monitoring/, Prometheus metrics on /metrics, /healthz and /readyz. The UI
 can delete and re-run tasks: set OTPQ_UI_USER and OTPQ_UI_PASSWORD in the
 environment for basic auth, or pass --ui-read-only; with neither, a
-non-loopback --http-addr is refused (exit 2).`, fs,
-		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usagef("worker takes no arguments, got %q", args)
-			}
-			if err := m.checkRedisURL(*f.redisURL); err != nil {
-				return err
-			}
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			log, err := m.logger(f.log)
-			if err != nil {
-				return err
-			}
-			cfg.BaseURL, cfg.DevKey, cfg.DevSecret, err = m.engagelabEnv()
-			if err != nil {
-				return err
-			}
-			cfg.Logger = log
-			if cfg.Redis, err = m.redisOption(cfg.RedisURL); err != nil {
-				return err
-			}
-			if cfg.PayloadKeys, err = m.payloadKeys(); err != nil {
-				return err
-			}
-			reg := prometheus.NewRegistry()
-			cfg.Registerer = reg
-			w, err := worker.New(cfg)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			return m.runWorker(ctx, w, cfg, reg, of, log)
-		})
+non-loopback --http-addr is refused (exit 2).`, noArgs, nil)
+	f := newWorkerFlags(flagsOf(cmd))
+	of := newOpsFlags(flagsOf(cmd))
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkRedisURL(cmd, *f.redisURL); err != nil {
+			return err
+		}
+		cfg, err := f.config()
+		if err != nil {
+			return err
+		}
+		log, err := m.logger(f.log)
+		if err != nil {
+			return err
+		}
+		cfg.BaseURL, cfg.DevKey, cfg.DevSecret, err = m.engagelabEnv()
+		if err != nil {
+			return err
+		}
+		cfg.Logger = log
+		if cfg.Redis, err = m.redisOption(cfg.RedisURL); err != nil {
+			return err
+		}
+		if cfg.PayloadKeys, err = m.payloadKeys(); err != nil {
+			return err
+		}
+		reg := prometheus.NewRegistry()
+		cfg.Registerer = reg
+		w, err := worker.New(cfg)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		return m.runWorker(cmd.Context(), w, cfg, reg, of, log)
+	}
+	return cmd
 }
