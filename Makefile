@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/otpq
 
-.PHONY: help build test test-fault test-race dev lint compose-up bench
+.PHONY: help build test test-fault reliability docs dev lint compose-up bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,17 +16,23 @@ test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answ
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-fault
 
-test-fault: ## fault-injection suite: real worker/fake/redis-server processes; regenerates RELIABILITY.md
+test-fault: ## fault-injection suite: real worker/fake/redis-server processes (writes no file)
 	bash .ci/ensure-redis
 	@command -v redis-server >/dev/null 2>&1 || { echo "test-fault: redis-server not found (apt-get install redis-server)"; exit 1; }
 	$(GO) vet -tags fault ./internal/faulttest/
-	OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md $(GO) test -tags fault -count=1 -timeout 15m -v ./internal/faulttest/
+	$(FAULT_ENV) $(GO) test -tags fault -count=1 -timeout 15m -v ./internal/faulttest/
+
+reliability: ## run the fault-injection suite and regenerate RELIABILITY.md from its figures
+	$(MAKE) test-fault FAULT_ENV=OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md
 
 bench: ## load benchmark, ~6 min: otpq vs a hand-written asynq baseline on its own redis-server; regenerates BENCHMARKS.md
 	bash .ci/ensure-redis
 	$(GO) build -o $(BIN) ./cmd/otpq
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./producer ./internal/bulk > $(BIN).gobench.txt
 	OTPQ_BENCH_COMMAND="make bench" $(BIN) bench --out BENCHMARKS.md --go-bench $(BIN).gobench.txt
+
+docs: ## regenerate the README's command and configuration tables from otpq --help
+	$(GO) run ./cmd/otpq docs --readme README.md
 
 dev: ## zero-setup demo: embedded Redis, fake provider, worker
 	$(GO) run ./cmd/otpq dev

@@ -6,6 +6,7 @@
 // within their bound and that no secret leaks.
 //
 // The tests carry the build tag "fault" so that plain `go test ./...` skips
-// them; run them with `make test-fault` (which `make test` also runs), and it
-// regenerates RELIABILITY.md from the figures measured.
+// them; run them with `make test-fault` (which `make test` also runs).
+// `make reliability` runs them and regenerates RELIABILITY.md from the
+// figures measured (OTPQ_RELIABILITY_OUT); nothing else writes it.
 package faulttest
