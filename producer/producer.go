@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
@@ -297,7 +298,12 @@ type Status struct {
 	State string `json:"state"`
 	// Attempts is the number of delivery attempts made so far (attempts
 	// throttled by the provider are not counted).
-	Attempts    int       `json:"attempts"`
+	Attempts int `json:"attempts"`
+	// Outcome of a completed task: "delivered", or "accepted_unconfirmed"
+	// when the provider answered 2xx without a readable message_id (the
+	// code was taken and is never sent again, but there is no message_id).
+	// Empty for a task that has not completed.
+	Outcome     string    `json:"outcome,omitempty"`
 	MessageID   string    `json:"message_id,omitempty"`
 	SendChannel string    `json:"send_channel,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -336,6 +342,10 @@ func statusOf(info *asynq.TaskInfo) *Status {
 		var r task.Result
 		if json.Unmarshal(info.Result, &r) == nil {
 			s.MessageID, s.SendChannel, s.Attempts = r.MessageID, r.SendChannel, r.Attempts
+			s.Outcome = string(r.Outcome)
+			if s.Outcome == "" && info.State == asynq.TaskStateCompleted {
+				s.Outcome = string(outcome.Delivered) // written by a worker that predates Outcome
+			}
 		}
 	}
 	return s

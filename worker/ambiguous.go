@@ -8,28 +8,24 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/task"
 )
-
-// ReasonLikelyDelivered prefixes the archive reason of a task whose earlier
-// attempt timed out after the request was sent and whose later attempt the
-// provider refused with 3004 (frequency limit: a code was already sent to
-// this user for this template): the code most likely arrived.
-const ReasonLikelyDelivered = "likely delivered by an earlier attempt"
-
-// codeFrequencyLimit is EngageLab's "same template, same user, within the
-// code's validity" refusal.
-const codeFrequencyLimit = 3004
 
 // ambiguousKey marks a task one of whose attempts may have reached the
 // provider without an answer.
 func ambiguousKey(queue, id string) string { return "otpq:ambiguous:{" + queue + "}:" + id }
 
-// likelyDelivered wraps the 3004 of a task with an ambiguous earlier
-// attempt. classify sees the provider's 3004 through it (Permanent).
+// likelyDelivered wraps the 3004 (engagelab.CodeFrequencyLimit: a code was
+// already sent to this user for this template) of a task whose earlier
+// attempt timed out after the request was sent: the code most likely
+// arrived. classify sees the provider's 3004 through it (Permanent), and
+// its text is the archive reason (outcome.LikelyDelivered: …).
 type likelyDelivered struct{ cause error }
 
-func (e *likelyDelivered) Error() string { return ReasonLikelyDelivered + ": " + reasonText(e.cause) }
+func (e *likelyDelivered) Error() string {
+	return outcome.LikelyDelivered.String() + ": " + reasonText(e.cause)
+}
 func (e *likelyDelivered) Unwrap() error { return e.cause }
 
 // ambiguity records an attempt whose outcome is unknown (the request was
@@ -50,7 +46,7 @@ func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload
 		return err
 	}
 	var apiErr *engagelab.APIError
-	if errors.As(err, &apiErr) && apiErr.Code == codeFrequencyLimit {
+	if errors.As(err, &apiErr) && apiErr.Code == engagelab.CodeFrequencyLimit {
 		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 || w.leaseLost(queue, id) {
 			return &likelyDelivered{cause: err}
 		}

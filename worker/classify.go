@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 // Kind is what the worker does with a failed attempt.
@@ -41,22 +42,30 @@ func (k Kind) String() string {
 // classify is the one place that decides retry versus dead-letter for a
 // failed provider call:
 //   - HTTP 429 and the global rate limit (RateLimit): Throttle;
-//   - HTTP 5xx, EngageLab codes 1000–1999 and codes in extra: Retry;
+//   - HTTP 5xx, EngageLab codes 1000–1999 and codes in extra
+//     ((*engagelab.APIError).Retryable): Retry;
 //   - transport failures and timeouts: Retry;
-//   - every other API answer (4xx with a 2000–5999 code…): Permanent.
-func classify(err error, extra map[int]bool) Kind {
+//   - a redirect (*engagelab.RedirectError, never followed): Permanent,
+//     a configuration problem;
+//   - every other API answer (4xx with a 2000–5999 code, a 2xx whose body
+//     carries a code…): Permanent.
+//
+// deadLetterReason names the Reason of a Permanent failure.
+func classify(err error, extra map[engagelab.Code]bool) Kind {
 	var rl *rateLimited
 	if errors.As(err, &rl) {
 		return Throttle // our own global rate limit: wait, do not count
+	}
+	var re *engagelab.RedirectError
+	if errors.As(err, &re) {
+		return Permanent // retrying sends to the same wrong place
 	}
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) {
 		switch {
 		case apiErr.StatusCode == 429:
 			return Throttle
-		case apiErr.Code >= 1000 && apiErr.Code <= 1999, extra[apiErr.Code]:
-			return Retry
-		case apiErr.StatusCode >= 500:
+		case apiErr.Retryable(), extra[apiErr.Code]:
 			return Retry
 		default:
 			return Permanent
@@ -71,29 +80,36 @@ func classify(err error, extra map[int]bool) Kind {
 	return Retry
 }
 
-// Reason prefixes of dead-letter errors, for operators and metrics.
-const (
-	ReasonBadPayload = "bad payload"
-	ReasonExpired    = "expired"
-	ReasonExhausted  = "retries exhausted"
-	ReasonProvider   = "provider rejected"
-)
+// deadLetterReason is why a failure that classify calls Permanent is
+// dead-lettered: a redirect is a configuration problem, a 3004 after an
+// ambiguous attempt a likely delivery, anything else the provider's refusal.
+func deadLetterReason(err error) outcome.Reason {
+	var re *engagelab.RedirectError
+	var ld *likelyDelivered
+	switch {
+	case errors.As(err, &re):
+		return outcome.Configuration
+	case errors.As(err, &ld):
+		return outcome.LikelyDelivered
+	}
+	return outcome.ProviderRejected
+}
 
 // deadLetter is returned to asynq for a task that must be archived now. Its
 // text is the archive reason shown to operators; errors.Is(err,
 // asynq.SkipRetry) is true so that asynq archives instead of retrying.
 type deadLetter struct {
-	category string
-	text     string
-	cause    error
+	reason outcome.Reason
+	text   string
+	cause  error
 }
 
 func (e *deadLetter) Error() string        { return e.text }
 func (e *deadLetter) Unwrap() error        { return e.cause }
 func (e *deadLetter) Is(target error) bool { return target == asynq.SkipRetry }
 
-func newDeadLetter(category string, cause error, format string, args ...any) *deadLetter {
-	return &deadLetter{category: category, cause: cause, text: fmt.Sprintf(format, args...)}
+func newDeadLetter(reason outcome.Reason, cause error, format string, args ...any) *deadLetter {
+	return &deadLetter{reason: reason, cause: cause, text: fmt.Sprintf(format, args...)}
 }
 
 // retryLater is returned to asynq for a task to run again after delay.

@@ -12,12 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 // specCodes is every row of the spec's error-code table with its HTTP status.
 var specCodes = []struct {
-	code, status int
-	want         Kind
+	code   engagelab.Code
+	status int
+	want   Kind
 }{
 	{1000, 500, Retry},
 	{2001, 401, Permanent},
@@ -45,33 +47,47 @@ func TestClassifySpecCodes(t *testing.T) {
 	for _, c := range specCodes {
 		err := &engagelab.APIError{StatusCode: c.status, Code: c.code, Message: "m"}
 		require.Equal(t, c.want, classify(err, nil), "code %d", c.code)
+		info, ok := c.code.Info()
+		require.True(t, ok, "code %d is in engagelab's table", c.code)
+		require.Equal(t, c.status, info.HTTPStatus, "code %d", c.code)
+		require.Equal(t, outcome.ProviderRejected, deadLetterReason(err))
 	}
+	require.Len(t, engagelab.Codes(), len(specCodes), "engagelab's table has every code of the spec, and only those")
 }
 
 func TestClassifyOther(t *testing.T) {
 	cases := []struct {
 		name  string
 		err   error
-		extra map[int]bool
+		extra map[engagelab.Code]bool
 		want  Kind
 	}{
 		{"1999 on a 400", &engagelab.APIError{StatusCode: 400, Code: 1999}, nil, Retry},
 		{"proxy 502 without code", &engagelab.APIError{StatusCode: 502}, nil, Retry},
 		{"503 with a 5001 body", &engagelab.APIError{StatusCode: 503, Code: 5001}, nil, Retry},
 		{"throttle", &engagelab.APIError{StatusCode: 429, RetryAfter: time.Second}, nil, Throttle},
-		{"operator-added 5016", &engagelab.APIError{StatusCode: 400, Code: 5016}, map[int]bool{5016: true}, Retry},
+		{"operator-added 5016", &engagelab.APIError{StatusCode: 400, Code: 5016}, map[engagelab.Code]bool{5016: true}, Retry},
 		{"unknown 4xx", &engagelab.APIError{StatusCode: 404}, nil, Permanent},
 		{"timeout", &engagelab.TransportError{Sent: true, Err: context.DeadlineExceeded}, nil, Retry},
 		{"refused", &engagelab.TransportError{Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, nil, Retry},
 		{"wrapped", fmt.Errorf("x: %w", &engagelab.APIError{StatusCode: 400, Code: 5013}), nil, Permanent},
+		{"2xx carrying 3004", &engagelab.APIError{StatusCode: 200, Code: 3004}, nil, Permanent},
+		{"2xx carrying 1000", &engagelab.APIError{StatusCode: 200, Code: 1000}, nil, Retry},
+		{"redirect", &engagelab.RedirectError{StatusCode: 307, Host: "elsewhere:443"}, nil, Permanent},
 	}
 	for _, tc := range cases {
 		require.Equal(t, tc.want, classify(tc.err, tc.extra), tc.name)
 	}
 }
 
+func TestDeadLetterReason(t *testing.T) {
+	require.Equal(t, outcome.Configuration, deadLetterReason(fmt.Errorf("x: %w", &engagelab.RedirectError{StatusCode: 301})))
+	require.Equal(t, outcome.LikelyDelivered, deadLetterReason(&likelyDelivered{cause: &engagelab.APIError{StatusCode: 400, Code: 3004}}))
+	require.Equal(t, outcome.ProviderRejected, deadLetterReason(&engagelab.APIError{StatusCode: 400, Code: 5013}))
+}
+
 func TestDeadLetterIsSkipRetry(t *testing.T) {
-	err := newDeadLetter(ReasonProvider, nil, "engagelab 5013: Number has been blacklisted")
+	err := newDeadLetter(outcome.ProviderRejected, nil, "engagelab 5013: Number has been blacklisted")
 	require.True(t, errors.Is(err, asynq.SkipRetry))
 	require.Equal(t, "engagelab 5013: Number has been blacklisted", err.Error())
 }

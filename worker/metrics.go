@@ -10,17 +10,8 @@ import (
 
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/outcome"
 )
-
-// deadLetterLabels maps the dead-letter reasons to their metric label values.
-func deadLetterLabels() map[string]string {
-	return map[string]string{
-		ReasonBadPayload: "bad_payload",
-		ReasonExpired:    "expired",
-		ReasonExhausted:  "retries_exhausted",
-		ReasonProvider:   "provider_rejected",
-	}
-}
 
 // timedSender observes the duration of every provider request.
 type timedSender struct {
@@ -35,7 +26,8 @@ func (s timedSender) Send(ctx context.Context, req engagelab.Request) (*engagela
 	if err != nil {
 		result = metrics.ResultTransport
 		var apiErr *engagelab.APIError
-		if errors.As(err, &apiErr) {
+		var re *engagelab.RedirectError
+		if errors.As(err, &apiErr) || errors.As(err, &re) {
 			result = metrics.ResultAPIError
 		}
 	}
@@ -44,13 +36,14 @@ func (s timedSender) Send(ctx context.Context, req engagelab.Request) (*engagela
 }
 
 // record counts the outcome of one attempt from the error processTask
-// returns to asynq (nil: delivered). It is the one place that turns outcomes
-// into metrics, so that processTask and failed need no metric calls.
-func (w *Worker) record(err error, createdAt time.Time) {
+// returns to asynq (nil: completed, as done says: outcome.Delivered or
+// outcome.AcceptedUnconfirmed). It is the one place that turns outcomes into
+// metrics, so that processTask and failed need no metric calls.
+func (w *Worker) record(err error, done outcome.Outcome, createdAt time.Time) {
 	if w.metrics == nil {
 		return
 	}
-	code := 0
+	var code engagelab.Code
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) {
 		code = apiErr.Code
@@ -59,17 +52,17 @@ func (w *Worker) record(err error, createdAt time.Time) {
 	var rl *retryLater
 	switch {
 	case err == nil:
-		w.metrics.Delivered(createdAt, w.now())
+		w.metrics.Completed(done, createdAt, w.now())
 	case errors.As(err, &dl):
-		w.metrics.DeadLettered(dl.category, code, dl.category == ReasonExpired)
+		w.metrics.DeadLettered(dl.reason, code)
 	case errors.As(err, &rl):
-		kind := metrics.OutcomeRetry
+		kind := outcome.Retry
 		if !rl.counted {
-			kind = metrics.OutcomeThrottle
+			kind = outcome.Throttle
 		}
 		w.metrics.Retried(kind, code)
 	default:
-		w.metrics.Retried(metrics.OutcomeRetry, code)
+		w.metrics.Retried(outcome.Retry, code)
 	}
 }
 

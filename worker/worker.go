@@ -17,6 +17,7 @@ import (
 
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
@@ -117,7 +118,7 @@ type Worker struct {
 	sender  Sender
 	rdb     redis.UniversalClient
 	servers []*asynq.Server
-	extra   map[int]bool
+	extra   map[engagelab.Code]bool
 	now     func() time.Time
 	metrics *metrics.Delivery // nil: no metrics
 	limiter *rateLimiter      // nil: no rate limit
@@ -182,7 +183,7 @@ func New(cfg Config) (*Worker, error) {
 	var dm *metrics.Delivery
 	if cfg.Registerer != nil {
 		var err error
-		if dm, err = metrics.NewDelivery(cfg.Registerer, deadLetterLabels()); err != nil {
+		if dm, err = metrics.NewDelivery(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("worker: metrics: %w", err)
 		}
 		sender = timedSender{Sender: sender, m: dm}
@@ -195,7 +196,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[int]bool{}, metrics: dm}
+	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[engagelab.Code]bool{}, metrics: dm}
 	if w.keys, err = sealing.Parse(cfg.PayloadKeys); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("worker: PayloadKeys: %w", err)
@@ -207,7 +208,7 @@ func New(cfg Config) (*Worker, error) {
 	w.limiter = newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait)
 	w.scrub = newScrubber(rdb, cfg.Logger, cfg.ScrubInterval)
 	for _, c := range cfg.RetryCodes {
-		w.extra[c] = true
+		w.extra[engagelab.Code(c)] = true
 	}
 	per, rest := cfg.Concurrency/cfg.Servers, cfg.Concurrency%cfg.Servers
 	for i := range cfg.Servers {
@@ -297,6 +298,7 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	log := w.log.With("task_id", id, "attempt", attempt)
 
 	var p task.Payload
+	done := outcome.Delivered // or AcceptedUnconfirmed, for record
 	defer w.metrics.Begin()()
 	defer func() {
 		if x := recover(); x != nil {
@@ -305,24 +307,24 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 				err = w.failed(log, err, p, retried)
 			}
 		}
-		w.record(err, p.CreatedAt)
+		w.record(err, done, p.CreatedAt)
 	}()
 	p, err = task.Decode(t.Payload())
 	if err != nil {
-		log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
-		return newDeadLetter(ReasonBadPayload, err, "%v (not sent)", err) // err reads "bad payload: why"
+		log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
+		return newDeadLetter(outcome.BadPayload, err, "%v (not sent)", err) // err reads "bad payload: why"
 	}
 	log = log.With("to", redact.Destination(p.To), "template", p.Template.ID)
 	now := w.now()
 	if !now.Before(p.ExpiresAt) {
-		log.Warn("dead-lettered", "outcome", "expired", "reason", ReasonExpired, "expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
-		return newDeadLetter(ReasonExpired, nil, "%s: code expired at %s, before delivery (not sent)", ReasonExpired, p.ExpiresAt.Format(time.RFC3339))
+		log.Warn("dead-lettered", "outcome", outcome.Expired, "reason", outcome.CodeExpired, "expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
+		return newDeadLetter(outcome.CodeExpired, nil, "%s: code expired at %s, before delivery (not sent)", outcome.CodeExpired, p.ExpiresAt.Format(time.RFC3339))
 	}
 
 	if p.Sealed != "" {
 		if p.Code, err = w.keys.Open(p.Sealed, p.To); errors.Is(err, sealing.ErrOpen) {
-			log.Error("dead-lettered", "outcome", "dead_letter", "reason", ReasonBadPayload, "error", err.Error())
-			return newDeadLetter(ReasonBadPayload, err, "%s: %v (not sent)", ReasonBadPayload, err)
+			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
+			return newDeadLetter(outcome.BadPayload, err, "%s: %v (not sent)", outcome.BadPayload, err)
 		} else if err != nil { // a key this worker lacks: another may have it
 			return w.failed(log, err, p, retried)
 		}
@@ -336,12 +338,20 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	latency := time.Since(start)
 	log = log.With("latency_ms", latency.Milliseconds())
 	if err == nil {
-		res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: w.now().UTC()})
+		if resp.Unconfirmed != "" {
+			// The provider took it (2xx) without confirming: never re-sent.
+			done = outcome.AcceptedUnconfirmed
+		}
+		res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: w.now().UTC(), Outcome: done})
 		if _, werr := t.ResultWriter().Write(res); werr != nil {
 			// The code went out; losing the result must not send it again.
 			log.Warn("could not store result", "error", werr.Error())
 		}
-		log.Info("delivered", "outcome", "delivered", "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
+		if done == outcome.AcceptedUnconfirmed {
+			log.Warn("accepted, unconfirmed", "outcome", done, "engagelab_code", 0, "reason", resp.Unconfirmed, "send_channel", resp.SendChannel)
+			return nil
+		}
+		log.Info("delivered", "outcome", done, "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
 		return nil
 	}
 	queue, _ := asynq.GetQueueName(ctx)
@@ -352,7 +362,7 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 // retry at a time the handler chose.
 func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int) error {
 	var apiErr *engagelab.APIError
-	code := 0
+	var code engagelab.Code
 	if errors.As(err, &apiErr) {
 		code = apiErr.Code
 		log = log.With("http_status", apiErr.StatusCode)
@@ -360,12 +370,17 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	log = log.With("engagelab_code", code)
 	kind := classify(err, w.extra)
 	if kind == Permanent {
-		if ld := (*likelyDelivered)(nil); errors.As(err, &ld) {
-			log.Warn("dead-lettered", "outcome", "delivered_likely", "reason", ReasonLikelyDelivered, "error", err.Error())
-			return newDeadLetter(ReasonProvider, err, "%s", err.Error())
+		switch reason := deadLetterReason(err); reason {
+		case outcome.LikelyDelivered:
+			log.Warn("dead-lettered", "outcome", outcome.DeliveredLikely, "reason", reason, "error", err.Error())
+			return newDeadLetter(reason, err, "%s", err.Error())
+		case outcome.Configuration:
+			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", reason, "error", err.Error())
+			return newDeadLetter(reason, err, "%s: %s", reason, err.Error())
+		default:
+			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", reason, "error", err.Error())
+			return newDeadLetter(reason, err, "%s", reasonText(err))
 		}
-		log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonProvider, "error", err.Error())
-		return newDeadLetter(ReasonProvider, err, "%s", reasonText(err))
 	}
 	now := w.now()
 	var delay time.Duration
@@ -375,16 +390,20 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 		delay = max(apiErr.RetryAfter, w.cfg.RetryMinDelay)
 	} else {
 		if retried >= w.cfg.MaxRetry {
-			log.Warn("dead-lettered", "outcome", "dead_letter", "reason", ReasonExhausted, "error", err.Error())
-			return newDeadLetter(ReasonExhausted, err, "%s after %d attempts: %s", ReasonExhausted, retried+1, reasonText(err))
+			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.Exhausted, "error", err.Error())
+			return newDeadLetter(outcome.Exhausted, err, "%s after %d attempts: %s", outcome.Exhausted, retried+1, reasonText(err))
 		}
 		delay = w.backoff(retried)
 	}
 	if !now.Add(delay).Before(p.ExpiresAt) {
-		log.Warn("dead-lettered", "outcome", "expired", "reason", ReasonExpired, "error", err.Error())
-		return newDeadLetter(ReasonExpired, err, "%s: code expires before the next attempt would start: %s", ReasonExpired, reasonText(err))
+		log.Warn("dead-lettered", "outcome", outcome.Expired, "reason", outcome.CodeExpired, "error", err.Error())
+		return newDeadLetter(outcome.CodeExpired, err, "%s: code expires before the next attempt would start: %s", outcome.CodeExpired, reasonText(err))
 	}
-	log.Warn("will retry", "outcome", kind.String(), "retry_in_ms", delay.Milliseconds(), "error", err.Error())
+	retry := outcome.Retry
+	if kind == Throttle {
+		retry = outcome.Throttle
+	}
+	log.Warn("will retry", "outcome", retry, "retry_in_ms", delay.Milliseconds(), "error", err.Error())
 	return &retryLater{delay: delay, counted: kind == Retry, cause: err}
 }
 

@@ -160,6 +160,7 @@ func TestWorkerBadFlags(t *testing.T) {
 	for args, want := range map[string]string{
 		"--concurrency 0":                           "--concurrency: must be positive",
 		"--retry-codes 50x6":                        `--retry-codes: "50x6" is not a 4-digit`,
+		"--retry-codes 999":                         `--retry-codes: "999" is not a 4-digit`,
 		"--retry-min-delay 5s --retry-max-delay 1s": "--retry-max-delay 1s is below --retry-min-delay 5s",
 		"--http-timeout 0s":                         "--http-timeout: must be positive",
 		"--log-level loud":                          "--log-level",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"runtime"
 	"strconv"
 	"strings"
@@ -29,6 +30,13 @@ func (m *Main) engagelabEnv() (baseURL, key, secret string, err error) {
 	baseURL = m.Getenv("ENGAGELAB_BASE_URL")
 	if baseURL == "" {
 		baseURL = engagelab.DefaultBaseURL
+	}
+	if _, err := engagelab.ParseBaseURL(baseURL); err != nil {
+		var ce *engagelab.ConfigError
+		if errors.As(err, &ce) {
+			return "", "", "", usagef("ENGAGELAB_BASE_URL: %s", ce.Reason) // never the value: it may hold a password
+		}
+		return "", "", "", usagef("ENGAGELAB_BASE_URL is not a usable URL")
 	}
 	return baseURL, key, secret, nil
 }
@@ -114,7 +122,7 @@ func parseCodes(s string) ([]int, error) {
 			continue
 		}
 		n, err := strconv.Atoi(part)
-		if err != nil || n < 1000 || n > 9999 {
+		if err != nil || !engagelab.Code(n).Valid() {
 			return nil, usagef("--retry-codes: %q is not a 4-digit EngageLab error code", part)
 		}
 		codes = append(codes, n)

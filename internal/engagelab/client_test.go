@@ -5,14 +5,17 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -183,22 +186,181 @@ func TestSendCanceledContextMakesNoRequest(t *testing.T) {
 	require.Zero(t, b.calls.Load())
 }
 
-func TestSendUnreadableSuccessBody(t *testing.T) {
-	b := setup(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>ok</html>") })
-	_, err := b.client.Send(context.Background(), sampleRequest())
-	var te *TransportError
-	require.ErrorAs(t, err, &te)
-	require.True(t, te.Sent)
+func TestSendOddSuccessBodies(t *testing.T) {
+	cases := []struct {
+		name, body string
+		want       *Response
+	}{
+		{"junk", "<html>ok</html>", &Response{Unconfirmed: "HTTP 200 with an unreadable body"}},
+		{"empty", "", &Response{Unconfirmed: "HTTP 200 with an unreadable body"}},
+		{"no message_id", `{"send_channel":"sms"}`, &Response{SendChannel: "sms", Unconfirmed: "HTTP 200 without a message_id"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.body) })
+			resp, err := b.client.Send(context.Background(), sampleRequest())
+			require.NoError(t, err, "the provider took the request: not an error to retry")
+			require.Equal(t, tc.want, resp)
+			require.Equal(t, int64(1), b.calls.Load())
+		})
+	}
+}
+
+// TestSendSuccessStatusWithErrorCode: a 2xx whose body carries a code is
+// that API error, not a delivery with an empty message_id.
+func TestSendSuccessStatusWithErrorCode(t *testing.T) {
+	b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"code":3004,"message":"Frequency limit exceeded"}`)
+	})
+	resp, err := b.client.Send(context.Background(), sampleRequest())
+	require.Nil(t, resp)
+	var apiErr *APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, APIError{StatusCode: 200, Code: CodeFrequencyLimit, Message: "Frequency limit exceeded"}, *apiErr)
+	require.False(t, apiErr.Retryable())
+}
+
+// TestSendNeverFollowsRedirects: whatever the status and wherever the
+// Location points (same host on another port, another host), the code and
+// the Authorization header go to the configured endpoint only, and the 3xx
+// is a *RedirectError naming the status and the Location host alone.
+func TestSendNeverFollowsRedirects(t *testing.T) {
+	var elsewhere atomic.Int64
+	var leakedAuth, leakedBody atomic.Value
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		leakedAuth.Store(r.Header.Get("Authorization"))
+		data, _ := io.ReadAll(r.Body)
+		leakedBody.Store(string(data))
+		// A GET turned from a 301/302 POST would read this as a delivery.
+		io.WriteString(w, `{"message_id":"999","send_channel":"sms"}`)
+	}))
+	defer other.Close()
+	otherPort := other.Listener.Addr().(*net.TCPAddr).Port
+	targets := map[string]string{
+		// Same IP, another port: a followed redirect would carry the Basic auth.
+		"same host other port": fmt.Sprintf("http://127.0.0.1:%d/v1/codes", otherPort),
+		// Another host name (resolves to the same listener): a followed
+		// 307/308 would POST the code there.
+		"other host": fmt.Sprintf("http://user:LOCSECRET@localhost:%d/v1/codes?token=QSECRET", otherPort),
+	}
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		for name, loc := range targets {
+			t.Run(fmt.Sprintf("%d %s", status, name), func(t *testing.T) {
+				b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Location", loc)
+					w.WriteHeader(status)
+				})
+				resp, err := b.client.Send(context.Background(), sampleRequest())
+				require.Nil(t, resp)
+				var re *RedirectError
+				require.ErrorAs(t, err, &re)
+				require.Equal(t, status, re.StatusCode)
+				u, _ := url.Parse(loc)
+				require.Equal(t, u.Host, re.Host)
+				require.Contains(t, err.Error(), fmt.Sprintf("HTTP %d", status))
+				require.Contains(t, err.Error(), u.Host)
+				for _, secret := range []string{"LOCSECRET", "QSECRET", "user", "/v1/codes", canaryCode, "s3cret"} {
+					require.NotContains(t, err.Error(), secret)
+				}
+				require.Equal(t, int64(1), b.calls.Load())
+			})
+		}
+	}
+	require.Zero(t, elsewhere.Load(), "no request reached the redirect target (auth %v, body %v)", leakedAuth.Load(), leakedBody.Load())
+}
+
+// TestProviderTextIsBoundedAndEscaped: provider strings are stored capped
+// and escaped, and the code is redacted before the cut, so no part of it
+// survives at the edge.
+func TestProviderTextIsBoundedAndEscaped(t *testing.T) {
+	t.Run("huge message_id", func(t *testing.T) {
+		b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"message_id":"`+strings.Repeat("7", 60<<10)+`","send_channel":"`+strings.Repeat("s", 1000)+`"}`)
+		})
+		resp, err := b.client.Send(context.Background(), sampleRequest())
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(resp.MessageID), MaxIDText)
+		require.LessOrEqual(t, len(resp.SendChannel), MaxIDText)
+		require.True(t, strings.HasSuffix(resp.MessageID, "…"))
+		require.True(t, utf8.ValidString(resp.MessageID))
+	})
+	t.Run("escape sequence in message_id", func(t *testing.T) {
+		b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"message_id":"17\u001b[2J\nX\u202eY","send_channel":"sms\r"}`)
+		})
+		resp, err := b.client.Send(context.Background(), sampleRequest())
+		require.NoError(t, err)
+		require.Equal(t, `17\x1b[2J\nX\u202eY`, resp.MessageID)
+		require.Equal(t, `sms\r`, resp.SendChannel)
+	})
+	t.Run("code at the cut", func(t *testing.T) {
+		req := Request{To: "+8618701235678", Code: "918273", Template: Template{ID: "t"}}
+		for _, at := range []int{250, 253, 505, 508, 510} {
+			b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(400)
+				io.WriteString(w, `{"code":3003,"message":"`+strings.Repeat("A", at)+req.Code+strings.Repeat("B", 600)+`"}`)
+			})
+			_, err := b.client.Send(context.Background(), req)
+			var apiErr *APIError
+			require.ErrorAs(t, err, &apiErr)
+			require.LessOrEqual(t, len(apiErr.Message), MaxMessageText)
+			for i := 0; i+3 <= len(req.Code); i++ {
+				require.NotContains(t, err.Error(), req.Code[i:i+3], "code cut at byte %d", at)
+			}
+		}
+	})
+	t.Run("invalid UTF-8 and multi-byte cut", func(t *testing.T) {
+		b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(400)
+			io.WriteString(w, "{\"code\":5001,\"message\":\"\xff"+strings.Repeat("é", 600)+"\"}")
+		})
+		_, err := b.client.Send(context.Background(), sampleRequest())
+		var apiErr *APIError
+		require.ErrorAs(t, err, &apiErr)
+		require.True(t, utf8.ValidString(apiErr.Message))
+		require.LessOrEqual(t, len(apiErr.Message), MaxMessageText)
+	})
 }
 
 func TestNewValidates(t *testing.T) {
 	_, err := New(Config{DevKey: "k"})
+	require.ErrorIs(t, err, ErrConfig)
 	require.ErrorContains(t, err, "dev key and dev secret are required")
 	_, err = New(Config{DevKey: "k", DevSecret: "s", BaseURL: "otp.example"})
-	require.ErrorContains(t, err, "must start with http")
+	require.ErrorContains(t, err, "not an absolute URL")
 	c, err := New(Config{DevKey: "k", DevSecret: "s"})
 	require.NoError(t, err)
 	require.Equal(t, DefaultBaseURL+"/v1/codes", c.url)
+	c, err = New(Config{DevKey: "k", DevSecret: "s", BaseURL: "http://[::1]:8080/prefix/"})
+	require.NoError(t, err)
+	require.Equal(t, "http://[::1]:8080/prefix/v1/codes", c.url)
+}
+
+// TestBaseURLRefusedWithoutEcho: a bad base URL is refused at construction
+// with a reason built by otpq, never quoting the URL's credentials.
+func TestBaseURLRefusedWithoutEcho(t *testing.T) {
+	for bad, reason := range map[string]string{
+		"http://urluser:URLSECRET4@[::1": "not a valid URL",
+		"ftp://u:SECRET@h":               `scheme "ftp" is not http or https`,
+		"http://u:p@host":                "must not carry credentials",
+		"https://u:SECRET@host/x":        "must not carry credentials",
+		"http://u:SECRET%zz@host":        "not a valid URL",
+		"https://host/v?SECRET=1":        "query or fragment",
+		"https://host/v#SECRET":          "query or fragment",
+		"https:///SECRET":                "has no host",
+		"https:SECRET":                   "has no host",
+		"SECRET":                         "not an absolute URL",
+	} {
+		_, err := New(Config{DevKey: "k", DevSecret: "s", BaseURL: bad})
+		require.ErrorIs(t, err, ErrConfig, bad)
+		var ce *ConfigError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, "BaseURL", ce.Field)
+		require.Contains(t, err.Error(), reason, bad)
+		require.NotContains(t, err.Error(), "SECRET", bad)
+		require.NotContains(t, err.Error(), "urluser", bad)
+	}
 }
 
 func TestPoolSizedToMaxConns(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otpq/otpq/internal/engagelab"
 )
 
 // Rule scripts failures (or slowness) for a destination.
@@ -28,8 +30,8 @@ import (
 //     with only Latency scripts a slow but successful provider.
 //
 // The failure status is Status when it is 400 or more. When Status is 0 and
-// Code is not, the HTTP status is the one the spec's error table gives for
-// Code (400 for codes not in the table). Status 1–399, or Status and Code both
+// Code is not, the HTTP status is the one the spec's error table
+// (engagelab.Codes) gives for Code (400 for codes not in the table). Status 1–399, or Status and Code both
 // 0, inject no failure.
 type Rule struct {
 	// To is the exact destination, or "*" for all destinations.
@@ -63,8 +65,8 @@ func (r Rule) failureStatus() int {
 	case r.Status >= 400:
 		return r.Status
 	case r.Status == 0 && r.Code != 0:
-		if st, ok := errorTable[r.Code]; ok {
-			return st.status
+		if info, ok := engagelab.Code(r.Code).Info(); ok {
+			return info.HTTPStatus
 		}
 		return http.StatusBadRequest
 	default:
@@ -203,39 +205,10 @@ func ParseRule(s string) (Rule, error) {
 	return r, nil
 }
 
-type errorInfo struct {
-	status  int
-	message string
-}
-
-// errorTable is the spec's "Error Codes" table: code → HTTP status and
-// description.
-var errorTable = map[int]errorInfo{
-	1000: {500, "Internal error"},
-	2001: {401, "Authentication failed. The correct token was not provided."},
-	2002: {401, "Authentication failed. The token has expired or has been disabled."},
-	2004: {403, "No permission to call this API"},
-	3001: {400, "Invalid request parameter format. Please check whether the JSON content matches the required parameter format."},
-	3002: {400, "Invalid request parameters. Please check whether the request parameters meet the requirements."},
-	3003: {400, "Invalid request parameters. Related business validation failed. Refer to the error description in the message field for details."},
-	3004: {400, "Frequency limit exceeded. For the same template and the same target user, delivery cannot be made again within the verification code validity period."},
-	4001: {400, "The related resource does not exist, such as using a non-existent template when sending a template message."},
-	5001: {400, "Sending failed (general/other)"},
-	5011: {400, "Invalid phone number format"},
-	5012: {400, "Target unreachable"},
-	5013: {400, "Number has been blacklisted"},
-	5014: {400, "Content does not comply with specifications"},
-	5015: {400, "Message intercepted/rejected"},
-	5016: {400, "Internal sending error"},
-	5017: {400, "No sending permission for mainland China"},
-	5018: {400, "Phone malfunction (powered off/service suspended)"},
-	5019: {400, "User has unsubscribed"},
-	5020: {400, "Number not registered/invalid number"},
-}
-
 // DefaultMessage returns the spec's description of an EngageLab error code
 // (every code in the spec's Error Codes table), or "" for any other code,
 // including 0.
 func DefaultMessage(code int) string {
-	return errorTable[code].message
+	info, _ := engagelab.Code(code).Info()
+	return info.Meaning
 }

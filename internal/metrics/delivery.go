@@ -5,15 +5,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// Outcomes of one delivery attempt, the values of the outcome label.
-const (
-	OutcomeDelivered  = "delivered"
-	OutcomeRetry      = "retry"
-	OutcomeThrottle   = "throttle"
-	OutcomeDeadLetter = "dead_letter"
-	OutcomeExpired    = "expired"
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 // Provider request results, the values of the result label of the provider
@@ -24,26 +18,23 @@ const (
 	ResultTransport = "transport_error"
 )
 
-// knownCodes are the EngageLab error codes of the API spec. Any other code
-// is reported as "other", so that a misbehaving provider cannot grow the
-// label set.
-var knownCodes = map[int]bool{
-	1000: true, 2001: true, 2002: true, 2004: true, 3001: true, 3002: true, 3003: true, 3004: true,
-	4001: true, 5001: true, 5011: true, 5012: true, 5013: true, 5014: true, 5015: true, 5016: true,
-	5017: true, 5018: true, 5019: true, 5020: true,
-}
-
 // CodeLabel is the engagelab_code label value of a provider error code:
 // "none" for 0 (success, or no API answer), the code for the codes of the
-// spec, "other" for anything else.
-func CodeLabel(code int) string {
+// spec (engagelab.Codes), "other" for anything else, so that a misbehaving
+// provider cannot grow the label set.
+func CodeLabel(code engagelab.Code) string {
 	switch {
 	case code == 0:
 		return "none"
-	case knownCodes[code]:
-		return strconv.Itoa(code)
+	case code.Known():
+		return strconv.Itoa(int(code))
 	}
 	return "other"
+}
+
+// sendOutcomes are the outcome label values of otpq_sends_total.
+func sendOutcomes() []outcome.Outcome {
+	return []outcome.Outcome{outcome.Delivered, outcome.AcceptedUnconfirmed, outcome.Retry, outcome.Throttle, outcome.DeadLetter, outcome.Expired}
 }
 
 // Delivery holds otpq's own delivery series. All methods are safe for
@@ -56,19 +47,15 @@ type Delivery struct {
 	expired     prometheus.Counter
 	inFlight    prometheus.Gauge
 	endToEnd    prometheus.Histogram
-	reasons     map[string]string
 }
 
-// NewDelivery registers the delivery series with reg. deadLetterReasons
-// maps each dead-letter reason the caller may report to its label value
-// (for example "retries exhausted" → "retries_exhausted"); any other reason
-// is counted as "other".
-func NewDelivery(reg prometheus.Registerer, deadLetterReasons map[string]string) (*Delivery, error) {
+// NewDelivery registers the delivery series with reg.
+func NewDelivery(reg prometheus.Registerer) (*Delivery, error) {
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	d := &Delivery{
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "otpq_sends_total",
-			Help: "Delivery attempts by outcome (delivered, retry, throttle, dead_letter, expired) and EngageLab error code (none, a code of the API spec, other).",
+			Help: "Delivery attempts by outcome (delivered, accepted_unconfirmed, retry, throttle, dead_letter, expired) and EngageLab error code (none, a code of the API spec, other).",
 		}, []string{"outcome", "engagelab_code"}),
 		provider: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "otpq_provider_request_duration_seconds",
@@ -81,7 +68,7 @@ func NewDelivery(reg prometheus.Registerer, deadLetterReasons map[string]string)
 		}, []string{"kind"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "otpq_dead_letters_total",
-			Help: "Tasks dead-lettered (archived), by reason.",
+			Help: "Tasks dead-lettered (archived), by reason (bad_payload, expired, retries_exhausted, provider_rejected, configuration, other).",
 		}, []string{"reason"}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "otpq_expired_total",
@@ -96,10 +83,6 @@ func NewDelivery(reg prometheus.Registerer, deadLetterReasons map[string]string)
 			Help:    "Time from enqueue (the payload's created_at) to the provider accepting the code.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}),
-		reasons: map[string]string{},
-	}
-	for reason, label := range deadLetterReasons {
-		d.reasons[reason] = label
 	}
 	for _, c := range []prometheus.Collector{d.sends, d.provider, d.retries, d.deadLetters, d.expired, d.inFlight, d.endToEnd} {
 		if err := reg.Register(c); err != nil {
@@ -107,14 +90,14 @@ func NewDelivery(reg prometheus.Registerer, deadLetterReasons map[string]string)
 		}
 	}
 	// Pre-create the series dashboards expect, so they read 0, not "no data".
-	for _, o := range []string{OutcomeDelivered, OutcomeRetry, OutcomeThrottle, OutcomeDeadLetter, OutcomeExpired} {
-		d.sends.WithLabelValues(o, "none")
+	for _, o := range sendOutcomes() {
+		d.sends.WithLabelValues(string(o), "none")
 	}
-	for _, k := range []string{OutcomeRetry, OutcomeThrottle} {
-		d.retries.WithLabelValues(k)
+	for _, k := range []outcome.Outcome{outcome.Retry, outcome.Throttle} {
+		d.retries.WithLabelValues(string(k))
 	}
-	for _, label := range d.reasons {
-		d.deadLetters.WithLabelValues(label)
+	for _, r := range outcome.Reasons() {
+		d.deadLetters.WithLabelValues(r.Label())
 	}
 	return d, nil
 }
@@ -136,46 +119,46 @@ func (d *Delivery) ProviderRequest(result string, took time.Duration) {
 	d.provider.WithLabelValues(result).Observe(took.Seconds())
 }
 
-// Delivered counts a delivered code, enqueued at createdAt (zero: unknown).
-func (d *Delivery) Delivered(createdAt, now time.Time) {
+// Completed counts a code the provider took, enqueued at createdAt (zero:
+// unknown); o is outcome.Delivered or outcome.AcceptedUnconfirmed.
+func (d *Delivery) Completed(o outcome.Outcome, createdAt, now time.Time) {
 	if d == nil {
 		return
 	}
-	d.sends.WithLabelValues(OutcomeDelivered, "none").Inc()
+	if o != outcome.AcceptedUnconfirmed {
+		o = outcome.Delivered
+	}
+	d.sends.WithLabelValues(string(o), "none").Inc()
 	if !createdAt.IsZero() && !now.Before(createdAt) {
 		d.endToEnd.Observe(now.Sub(createdAt).Seconds())
 	}
 }
 
-// Retried counts an attempt that will run again; kind is OutcomeRetry or
-// OutcomeThrottle.
-func (d *Delivery) Retried(kind string, code int) {
+// Retried counts an attempt that will run again; kind is outcome.Retry or
+// outcome.Throttle.
+func (d *Delivery) Retried(kind outcome.Outcome, code engagelab.Code) {
 	if d == nil {
 		return
 	}
-	if kind != OutcomeThrottle {
-		kind = OutcomeRetry
+	if kind != outcome.Throttle {
+		kind = outcome.Retry
 	}
-	d.sends.WithLabelValues(kind, CodeLabel(code)).Inc()
-	d.retries.WithLabelValues(kind).Inc()
+	d.sends.WithLabelValues(string(kind), CodeLabel(code)).Inc()
+	d.retries.WithLabelValues(string(kind)).Inc()
 }
 
-// DeadLettered counts a task archived for reason (one of the reasons given
-// to NewDelivery). expired says the code ran out of time; it is then also
-// counted in otpq_expired_total and its outcome is "expired".
-func (d *Delivery) DeadLettered(reason string, code int, expired bool) {
+// DeadLettered counts a task archived for reason. A code that ran out of
+// time (outcome.CodeExpired) is also counted in otpq_expired_total and its
+// outcome is "expired".
+func (d *Delivery) DeadLettered(reason outcome.Reason, code engagelab.Code) {
 	if d == nil {
 		return
 	}
-	outcome := OutcomeDeadLetter
-	if expired {
-		outcome = OutcomeExpired
+	o := outcome.DeadLetter
+	if reason == outcome.CodeExpired {
+		o = outcome.Expired
 		d.expired.Inc()
 	}
-	d.sends.WithLabelValues(outcome, CodeLabel(code)).Inc()
-	label, ok := d.reasons[reason]
-	if !ok {
-		label = "other"
-	}
-	d.deadLetters.WithLabelValues(label).Inc()
+	d.sends.WithLabelValues(string(o), CodeLabel(code)).Inc()
+	d.deadLetters.WithLabelValues(reason.Label()).Inc()
 }

@@ -10,49 +10,56 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 func TestCodeLabelBounded(t *testing.T) {
 	require.Equal(t, "none", CodeLabel(0))
-	require.Equal(t, "5013", CodeLabel(5013))
+	require.Equal(t, "5013", CodeLabel(engagelab.CodeBlacklisted))
 	require.Equal(t, "1000", CodeLabel(1000))
 	seen := map[string]bool{}
-	for c := -10; c < 100000; c++ {
+	for c := engagelab.Code(-10); c < 100000; c++ {
 		seen[CodeLabel(c)] = true
 	}
-	require.LessOrEqual(t, len(seen), len(knownCodes)+2, "no provider answer can grow the label set")
+	require.Len(t, seen, len(engagelab.Codes())+2, "no provider answer can grow the label set")
 }
 
 func TestDeliverySeries(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	d, err := NewDelivery(reg, map[string]string{"provider rejected": "provider_rejected", "expired": "expired"})
+	d, err := NewDelivery(reg)
 	require.NoError(t, err)
 	done := d.Begin()
 	require.Equal(t, 1.0, testutil.ToFloat64(d.inFlight))
 	done()
 	require.Equal(t, 0.0, testutil.ToFloat64(d.inFlight))
 	now := time.Now()
-	d.Delivered(now.Add(-2*time.Second), now)
-	d.Retried(OutcomeThrottle, 0)
-	d.Retried(OutcomeRetry, 1000)
-	d.DeadLettered("provider rejected", 5013, false)
-	d.DeadLettered("expired", 0, true)
-	d.DeadLettered("something new", 7777, false)
+	d.Completed(outcome.Delivered, now.Add(-2*time.Second), now)
+	d.Completed(outcome.AcceptedUnconfirmed, now.Add(-time.Second), now)
+	d.Retried(outcome.Throttle, 0)
+	d.Retried(outcome.Retry, 1000)
+	d.DeadLettered(outcome.ProviderRejected, 5013)
+	d.DeadLettered(outcome.CodeExpired, 0)
+	d.DeadLettered(outcome.Configuration, 0)
+	d.DeadLettered("something new", 7777)
 	d.ProviderRequest(ResultOK, 30*time.Millisecond)
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues(OutcomeDelivered, "none")))
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues(OutcomeRetry, "1000")))
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues(OutcomeDeadLetter, "5013")))
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues(OutcomeDeadLetter, "other")))
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues(OutcomeExpired, "none")))
-	require.Equal(t, 1.0, testutil.ToFloat64(d.retries.WithLabelValues(OutcomeThrottle)))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("delivered", "none")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("accepted_unconfirmed", "none")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("retry", "1000")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("dead_letter", "5013")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("dead_letter", "other")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("expired", "none")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.retries.WithLabelValues("throttle")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.deadLetters.WithLabelValues("other")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.deadLetters.WithLabelValues("configuration")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.expired))
 	require.Equal(t, 1, testutil.CollectAndCount(d.endToEnd))
 	var nilD *Delivery // a nil Delivery records nothing and does not panic
 	nilD.Begin()()
-	nilD.Delivered(now, now)
-	nilD.DeadLettered("x", 1, true)
-	_, err = NewDelivery(reg, nil)
+	nilD.Completed(outcome.Delivered, now, now)
+	nilD.DeadLettered("x", 1)
+	_, err = NewDelivery(reg)
 	require.Error(t, err, "registering twice is refused")
 }
 

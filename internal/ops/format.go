@@ -49,7 +49,8 @@ func FormatPayload(taskType string, payload []byte) string {
 }
 
 // FormatResult is the web UI's result formatter: message_id, send_channel,
-// attempts and sent_at of a delivered send; any other field is redacted and
+// attempts, sent_at and outcome (delivered, accepted_unconfirmed) of a
+// completed send; any other field is redacted and
 // a result that is not a JSON object is not shown. (asynqmon passes an empty
 // task type for some views, so the type is not used.)
 func FormatResult(_ string, result []byte) string {
@@ -63,7 +64,7 @@ func FormatResult(_ string, result []byte) string {
 	out := make([]kv, 0, len(fields))
 	for _, k := range sortedKeys(fields) {
 		switch k {
-		case "message_id", "send_channel", "attempts", "sent_at":
+		case "message_id", "send_channel", "attempts", "sent_at", "outcome":
 			out = append(out, kv{k, scalarOr(fields[k])})
 		default:
 			out = append(out, kv{k, Redacted})

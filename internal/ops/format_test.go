@@ -44,6 +44,9 @@ func TestFormatResult(t *testing.T) {
 	require.NotContains(t, got, secretCode)
 	require.Equal(t, "", FormatResult("", nil))
 	require.Contains(t, FormatResult("", []byte(secretCode)), "undecodable")
+	// An unconfirmed acceptance shows as such.
+	got = FormatResult("", []byte(`{"message_id":"","send_channel":"","attempts":1,"sent_at":"2030-01-01T00:00:00Z","outcome":"accepted_unconfirmed"}`))
+	require.Contains(t, got, `"outcome": "accepted_unconfirmed"`)
 }
 
 func TestCheckExposure(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 // TypeSend is the asynq task type of an OTP send. It is a permanent wire
@@ -148,12 +150,17 @@ func jsonErrText(err error) string {
 	return err.Error()
 }
 
-// Result is what a worker writes as the task result of a delivered send.
+// Result is what a worker writes as the task result of a completed send.
 type Result struct {
 	MessageID   string    `json:"message_id"`
 	SendChannel string    `json:"send_channel"`
 	Attempts    int       `json:"attempts"`
 	SentAt      time.Time `json:"sent_at"`
+	// Outcome is outcome.Delivered, or outcome.AcceptedUnconfirmed when the
+	// provider answered 2xx without a readable message_id (the code was
+	// taken and is not sent again). Empty in results of older workers:
+	// delivered.
+	Outcome outcome.Outcome `json:"outcome,omitempty"`
 }
 
 // Languages are the template languages the API accepts.

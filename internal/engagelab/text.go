@@ -1,0 +1,65 @@
+package engagelab
+
+import (
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/otpq/otpq/internal/redact"
+)
+
+// Caps on provider text kept by otpq, in bytes after escaping.
+const (
+	// MaxIDText caps message_id, send_channel and a redirect's host.
+	MaxIDText = 128
+	// MaxMessageText caps an error message.
+	MaxMessageText = 512
+)
+
+// providerText makes text that came from the provider (or from the network)
+// safe to store, log and print, in this order: the code and the full
+// destination are redacted first, so that a cut can never leave part of
+// them behind; control, format (bidi, zero-width) and invalid UTF-8 bytes
+// are escaped Go-style (\x1b, \n, \u202e, \xff), so that nothing reaches a
+// terminal raw; then the result is cut at limit bytes on a character
+// boundary, never inside an escape, and marked with "…".
+func providerText(s string, req Request, limit int) string {
+	const mark = "…"
+	s = scrub(s, req)
+	var b strings.Builder
+	fit := 0 // length of b at the last piece boundary that leaves room for mark
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		piece := s[i : i+size]
+		switch {
+		case r == utf8.RuneError && size == 1:
+			piece = `\x` + strconv.FormatUint(uint64(s[i])|0x100, 16)[1:]
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			q := strconv.QuoteRuneToASCII(r)
+			piece = q[1 : len(q)-1]
+		}
+		if b.Len()+len(piece) > limit {
+			return b.String()[:fit] + mark
+		}
+		b.WriteString(piece)
+		if b.Len()+len(mark) <= limit {
+			fit = b.Len()
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// scrub removes the code and the full destination from text that may echo
+// the request (a provider message, a transport error). Credentials never
+// appear: they travel in a header, not in the URL.
+func scrub(text string, req Request) string {
+	if req.Code != "" {
+		text = strings.ReplaceAll(text, req.Code, "[redacted]")
+	}
+	if req.To != "" {
+		text = strings.ReplaceAll(text, req.To, redact.Destination(req.To))
+	}
+	return text
+}
