@@ -14,7 +14,7 @@ type envVar struct{ names, def, meaning string }
 // envOnly lists the variables without a flag, for help and the README.
 var envOnly = []envVar{
 	{"ENGAGELAB_DEV_KEY, ENGAGELAB_DEV_SECRET", "none (required by worker)", "EngageLab Basic-auth credentials; missing: exit 2 before Redis is touched"},
-	{"ENGAGELAB_BASE_URL", "https://otp.api.engagelab.cc", "EngageLab API endpoint (worker)"},
+	{"ENGAGELAB_BASE_URL", "https://otp.api.engagelab.cc", "EngageLab API endpoint (worker): http(s)://host[:port][/path], no user:pass@, query or fragment; anything else: exit 2 at start"},
 	{"OTPQ_REDIS_PASSWORD_FILE", "none", "read the Redis password from this file (wins over a password in the URL)"},
 	{"OTPQ_REDIS_CA_FILE", "system roots", "PEM CA that signs the Redis server's certificate; turns TLS on"},
 	{"OTPQ_PAYLOAD_KEY, OTPQ_PAYLOAD_KEY_FILE", "none (codes stored in plaintext; the worker warns at start)", "kid:base64(32 bytes)[,kid2:…], or a file holding it: codes stored AES-256-GCM encrypted; the first key encrypts, all decrypt"},
