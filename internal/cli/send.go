@@ -185,6 +185,9 @@ holds it (never enqueued, or deleted after its retention).`, exactArgs(1, "one t
 // printStatus writes a task's status as aligned "key: value" lines.
 func printStatus(w io.Writer, st *producer.Status) {
 	fmt.Fprintf(w, "id:           %s\nqueue:        %s\nstate:        %s\nattempts:     %d\n", st.ID, st.Queue, st.State, st.Attempts)
+	if st.Outcome != "" {
+		fmt.Fprintf(w, "outcome:      %s\n", st.Outcome)
+	}
 	if st.MessageID != "" {
 		fmt.Fprintf(w, "message_id:   %s\nsend_channel: %s\n", st.MessageID, st.SendChannel)
 	}

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/producer"
 )
 
 // TestWorkerBadBaseURL: ENGAGELAB_BASE_URL is checked at worker start,
@@ -27,4 +30,13 @@ func TestWorkerBadBaseURL(t *testing.T) {
 		require.NotContains(t, r.stderr+r.stdout, "SECRET", url)
 		require.NotContains(t, r.stderr+r.stdout, "urluser", url)
 	}
+}
+
+// TestStatusShowsUnconfirmedOutcome: a send the provider took without a
+// message_id says so in otpq status.
+func TestStatusShowsUnconfirmedOutcome(t *testing.T) {
+	var out strings.Builder
+	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "completed", Attempts: 1, Outcome: "accepted_unconfirmed"})
+	require.Contains(t, out.String(), "outcome:      accepted_unconfirmed\n")
+	require.NotContains(t, out.String(), "message_id:")
 }
