@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/dest"
 	"github.com/otpq/otpq/internal/redact"
 )
 
@@ -92,10 +93,12 @@ type destGuard struct {
 	window time.Duration
 }
 
-// destKey names a destination's counter by a hash, so that keys listed in
-// Redis do not reveal phone numbers or e-mail addresses.
+// destKey names a destination's counter by a hash of its canonical form
+// (dest.Canonical: e-mail NFC-normalised and case-folded), so that the
+// spellings of one address share a budget and keys listed in Redis do not
+// reveal phone numbers or e-mail addresses.
 func destKey(to string) string {
-	sum := sha256.Sum256([]byte("otpq/dest/" + to))
+	sum := sha256.Sum256([]byte("otpq/dest/" + dest.Key(to)))
 	return "otpq:dest:" + hex.EncodeToString(sum[:16])
 }
 

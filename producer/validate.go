@@ -3,12 +3,13 @@ package producer
 import (
 	"errors"
 	"fmt"
-	"net/mail"
 	"regexp"
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
+	"github.com/otpq/otpq/internal/dest"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -43,12 +44,12 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-var (
-	e164     = regexp.MustCompile(`^\+[1-9][0-9]{7,14}$`)
-	dedupKey = regexp.MustCompile(`^[A-Za-z0-9._:/@+=-]+$`)
-)
+var dedupKey = regexp.MustCompile(`^[A-Za-z0-9._:/@+=-]+$`)
 
-// Validate checks a request as Send does.
+// Validate checks a request as Send does. Every field must be valid UTF-8
+// (nothing is silently replaced on its way to the provider); to, template,
+// language and param keys hold no control or invisible formatting
+// characters; the code holds no white space or control characters.
 func (r Request) Validate() error {
 	if err := validateTo(r.To); err != nil {
 		return err
@@ -58,6 +59,8 @@ func (r Request) Validate() error {
 		return invalid("code", "required")
 	case len(r.Code) > MaxCodeLen:
 		return invalid("code", "longer than %d bytes", MaxCodeLen)
+	case !utf8.ValidString(r.Code):
+		return invalid("code", "not valid UTF-8")
 	case strings.ContainsFunc(r.Code, func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) }):
 		return invalid("code", "contains white space or control characters")
 	}
@@ -67,8 +70,16 @@ func (r Request) Validate() error {
 	case len(r.TemplateID) > MaxTemplateIDLen:
 		return invalid("template", "longer than %d bytes", MaxTemplateIDLen)
 	}
-	if r.Language != "" && !slices.Contains(task.Languages, r.Language) {
-		return invalid("language", "%q is not one of %s", r.Language, strings.Join(task.Languages, ", "))
+	if err := dest.CheckText(r.TemplateID); err != nil {
+		return invalid("template", "%v", err)
+	}
+	if r.Language != "" {
+		if err := dest.CheckText(r.Language); err != nil {
+			return invalid("language", "%v", err)
+		}
+		if !slices.Contains(task.Languages, r.Language) {
+			return invalid("language", "%q is not one of %s", r.Language, strings.Join(task.Languages, ", "))
+		}
 	}
 	if len(r.Params) > MaxParams {
 		return invalid("params", "%d entries, at most %d", len(r.Params), MaxParams)
@@ -82,6 +93,11 @@ func (r Request) Validate() error {
 			return invalid("params", "key %.20q… longer than %d bytes", k, MaxParamKeyLen)
 		case len(v) > MaxParamValueLen:
 			return invalid("params", "value of %q longer than %d bytes", k, MaxParamValueLen)
+		case !utf8.ValidString(v):
+			return invalid("params", "value of %q is not valid UTF-8", k)
+		}
+		if err := dest.CheckText(k); err != nil {
+			return invalid("params", "key %q: %v", k, err)
 		}
 		total += len(k) + len(v)
 	}
@@ -91,27 +107,13 @@ func (r Request) Validate() error {
 	return nil
 }
 
+// validateTo checks the destination through dest.Canonical, the form the
+// guard counts.
 func validateTo(to string) error {
-	switch {
-	case to == "":
-		return invalid("to", "required")
-	case strings.HasPrefix(to, "+"):
-		if !e164.MatchString(to) {
-			return invalid("to", "phone number must be E.164: + then 8 to 15 digits, no spaces")
-		}
-		return nil
-	case strings.Contains(to, "@"):
-		addr, err := mail.ParseAddress(to)
-		if err != nil || addr.Address != to || addr.Name != "" || len(to) > 254 {
-			return invalid("to", "not a valid e-mail address")
-		}
-		if domain := to[strings.LastIndexByte(to, '@')+1:]; !strings.Contains(domain, ".") {
-			return invalid("to", "e-mail domain %q has no dot", domain)
-		}
-		return nil
-	default:
-		return invalid("to", "must be an E.164 phone number (+8613800138000) or an e-mail address")
+	if _, err := dest.Canonical(to); err != nil {
+		return invalid("to", "%v", err)
 	}
+	return nil
 }
 
 func validateDedupKey(key string) error {

@@ -21,7 +21,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,6 +32,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/otpq/otpq/internal/dest"
 	"github.com/otpq/otpq/producer"
 )
 
@@ -85,7 +85,7 @@ type Reader struct {
 	prefix  string
 
 	// CSV
-	csv     *csv.Reader
+	csv     *csvScanner
 	columns []column
 	nfields int
 
@@ -157,10 +157,8 @@ func detect(name string, br *bufio.Reader) Format {
 }
 
 func (r *Reader) readHeader() error {
-	r.csv = csv.NewReader(r.br)
-	r.csv.ReuseRecord = true
-	r.csv.FieldsPerRecord = -1
-	header, err := r.csv.Read()
+	r.csv = &csvScanner{br: r.br}
+	header, _, err := r.csv.read()
 	if errors.Is(err, io.EOF) {
 		return nil // empty input: no rows
 	}
@@ -201,7 +199,9 @@ func (r *Reader) readHeader() error {
 
 // Next returns the next row: a valid Row, or a Reject for a row that cannot
 // be sent. It returns io.EOF after the last row, and another error only
-// when the input cannot be read any further.
+// when the input cannot be read any further: a read error, or (wrapping
+// ErrBadInput) a CSV quote left open to the end of the input, naming the
+// line where it opened.
 func (r *Reader) Next() (Row, *Reject, error) {
 	if r.format == FormatCSV {
 		return r.nextCSV()
@@ -213,18 +213,17 @@ func (r *Reader) nextCSV() (Row, *Reject, error) {
 	if r.columns == nil {
 		return Row{}, nil, io.EOF
 	}
-	rec, err := r.csv.Read()
+	rec, line, err := r.csv.read()
 	if err != nil {
-		var pe *csv.ParseError
-		if errors.As(err, &pe) {
-			return Row{}, &Reject{Line: pe.StartLine, Field: "row", Reason: "malformed CSV: " + pe.Err.Error()}, nil
+		var re *csvRecordError
+		if errors.As(err, &re) {
+			return Row{}, &Reject{Line: re.line, Field: "row", Reason: re.reason}, nil
 		}
-		if errors.Is(err, io.EOF) {
-			return Row{}, nil, io.EOF
+		if errors.Is(err, errUnclosedQuote) {
+			return Row{}, nil, fmt.Errorf("%w: %w", ErrBadInput, err)
 		}
-		return Row{}, nil, fmt.Errorf("read: %w", err)
+		return Row{}, nil, err
 	}
-	line, _ := r.csv.FieldPos(0)
 	if len(rec) != r.nfields {
 		return Row{}, &Reject{Line: line, Field: "row", Reason: fmt.Sprintf("%d fields, the header has %d", len(rec), r.nfields)}, nil
 	}
@@ -255,15 +254,6 @@ func (r *Reader) nextCSV() (Row, *Reject, error) {
 	return r.finish(line, req, id)
 }
 
-type jsonRow struct {
-	To       string            `json:"to"`
-	Code     string            `json:"code"`
-	Template string            `json:"template"`
-	Language string            `json:"language"`
-	Params   map[string]string `json:"params"`
-	ID       string            `json:"id"`
-}
-
 func (r *Reader) nextJSONL() (Row, *Reject, error) {
 	for {
 		data, tooLong, err := r.readLine()
@@ -278,46 +268,22 @@ func (r *Reader) nextJSONL() (Row, *Reject, error) {
 		if len(data) == 0 {
 			continue
 		}
-		var jr jsonRow
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&jr); err != nil {
-			return Row{}, jsonReject(r.line, err), nil
+		req, id, rej := parseJSONRow(r.line, data)
+		if rej != nil {
+			return Row{}, rej, nil
 		}
-		if dec.More() {
-			return Row{}, &Reject{Line: r.line, Field: "row", Reason: "more than one JSON value on the line"}, nil
-		}
-		if len(jr.Params) == 0 {
-			jr.Params = nil
-		}
-		req := producer.Request{To: jr.To, Code: jr.Code, TemplateID: jr.Template, Language: jr.Language, Params: jr.Params}
-		return r.finish(r.line, req, jr.ID)
+		return r.finish(r.line, req, id)
 	}
 }
 
-// jsonReject explains a JSON error by field and position, never by value
-// (the line holds a code).
+// jsonReject explains a JSON syntax error by position, never by value (the
+// line holds a code).
 func jsonReject(line int, err error) *Reject {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
+	if errors.As(err, &syn) {
 		return &Reject{Line: line, Field: "row", Reason: fmt.Sprintf("not a JSON object (syntax error at byte %d)", syn.Offset)}
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			return &Reject{Line: line, Field: "row", Reason: "not a JSON object"}
-		}
-		if i := strings.IndexByte(field, '.'); i > 0 {
-			field = field[:i]
-		}
-		return &Reject{Line: line, Field: field, Reason: "must be a string" + map[bool]string{true: " map", false: ""}[field == "params"]}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
-		return &Reject{Line: line, Field: name, Reason: "unknown field (want to, code, template, language, params, id)"}
-	default:
-		return &Reject{Line: line, Field: "row", Reason: "not a JSON object"}
 	}
+	return &Reject{Line: line, Field: "row", Reason: "not a JSON object"}
 }
 
 // readLine returns the next line without its newline; tooLong when it
@@ -386,12 +352,13 @@ func (r *Reader) finish(line int, req producer.Request, id string) (Row, *Reject
 }
 
 // DeriveKey is the deduplication key of a row without an id: "bulk:" and a
-// hash of its destination, template, language and params. The code is left
+// hash of its destination (in its canonical form, dest.Canonical, so that
+// VICTIM@example.com and victim@example.com are one send), template, language and params. The code is left
 // out on purpose: task IDs are shown in logs and status output, and a hash
 // of a 6-digit code is reversed by trying a million guesses.
 func DeriveKey(req producer.Request) string {
 	h := sha256.New()
-	h.Write([]byte("otpq/bulk/v1\x00" + req.To + "\x00" + req.TemplateID + "\x00" + req.Language + "\x00"))
+	h.Write([]byte("otpq/bulk/v1\x00" + dest.Key(req.To) + "\x00" + req.TemplateID + "\x00" + req.Language + "\x00"))
 	keys := make([]string, 0, len(req.Params))
 	for k := range req.Params {
 		keys = append(keys, k)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +33,7 @@ queued as duplicates, so an interrupted run is resumed by running it again.
 Prints a summary on standard output. Exit 0 when every row was accepted or
 already queued, 4 when some rows were rejected, 1 when Redis failed or the
 run was interrupted (run it again), 2 for unusable input (unreadable file,
-bad CSV header).`, exactArgs(1, "one FILE (or - for standard input)"), nil)
+bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for standard input)"), nil)
 	f := flagsOf(cmd)
 	redisURL := redisFlag(f)
 	format := f.String("format", "auto", "file format: csv, jsonl, or auto (from the file name, else the first byte)")
@@ -166,6 +167,8 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 	sum, err := bulk.Run(ctx, cfg)
 	fmt.Fprintln(m.Stdout, sum.String())
 	switch {
+	case errors.Is(err, bulk.ErrBadInput):
+		return usagef("bulk: %s: %v (rows before it were processed)", b.path, err)
 	case err != nil:
 		return fmt.Errorf("bulk: %s: %w (rows before it were processed)", b.path, err)
 	case sum.Failed > 0:
