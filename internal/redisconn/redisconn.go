@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	neturl "net/url"
-	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -22,7 +20,8 @@ const DefaultURL = "redis://127.0.0.1:6379/0"
 
 // Option returns opt when it is set, else the parsed url (DefaultURL when
 // empty). poolSize, when positive, sizes the connection pool unless the
-// option already sets one. Parse errors never contain the password.
+// option already sets one. Parse errors are otpq's own texts and never
+// contain any part of the URL's user information.
 //
 // URL forms:
 //   - redis://[user:password@]host:port[/db] and rediss://… (TLS, server
@@ -31,37 +30,19 @@ const DefaultURL = "redis://127.0.0.1:6379/0"
 //     (the password is used for the master and for the sentinels);
 //   - redis-cluster://[user:password@]node1:6379,node2:6379 (a seed list;
 //     the cluster's other nodes are discovered).
+//
+// The parameters dial_timeout, read_timeout, write_timeout (and, but for
+// Cluster, pool_size) are read as go-redis reads them; any other parameter
+// is refused. A password holding '/', '?', '#' or '%' must be
+// percent-encoded; a database is a number from 0 up.
 func Option(url string, opt asynq.RedisConnOpt, poolSize int) (asynq.RedisConnOpt, error) {
 	if opt == nil {
 		if url == "" {
 			url = DefaultURL
 		}
-		var parsed asynq.RedisConnOpt
-		var err error
-		switch {
-		case strings.HasPrefix(url, "redis-sentinel://"):
-			parsed, err = parseSentinel(url)
-		case strings.HasPrefix(url, "redis-cluster://"):
-			parsed, err = parseCluster(url)
-		default:
-			parsed, err = asynq.ParseRedisURI(url)
-		}
+		parsed, err := parseURL(url)
 		if err != nil {
-			if inner := errors.Unwrap(err); inner != nil {
-				err = inner // asynq's wrapper repeats the URL, password included
-			}
-			var ue *neturl.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // so does net/url's
-			}
 			return nil, fmt.Errorf("redis url %s: %w", Redact(url), err)
-		}
-		// asynq's parser drops the ACL user name of redis://user:pass@host.
-		if o, ok := parsed.(asynq.RedisClientOpt); ok {
-			if u, err := neturl.Parse(url); err == nil && u.User != nil {
-				o.Username = u.User.Username()
-			}
-			parsed = o
 		}
 		opt = parsed
 	}
@@ -82,79 +63,6 @@ func Option(url string, opt asynq.RedisConnOpt, poolSize int) (asynq.RedisConnOp
 		}
 	}
 	return opt, nil
-}
-
-func parseSentinel(raw string) (asynq.RedisConnOpt, error) {
-	u, err := neturl.Parse(raw)
-	if err != nil {
-		return nil, errors.New("could not parse URL")
-	}
-	addrs, err := hostList(u.Host)
-	if err != nil {
-		return nil, err
-	}
-	master := u.Query().Get("master")
-	if master == "" {
-		return nil, errors.New("redis-sentinel:// needs ?master=NAME")
-	}
-	o := asynq.RedisFailoverClientOpt{MasterName: master, SentinelAddrs: addrs}
-	if o.DB, err = dbOf(u.Path); err != nil {
-		return nil, err
-	}
-	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-		o.SentinelPassword = o.Password
-	}
-	return o, nil
-}
-
-func parseCluster(raw string) (asynq.RedisConnOpt, error) {
-	u, err := neturl.Parse(raw)
-	if err != nil {
-		return nil, errors.New("could not parse URL")
-	}
-	addrs, err := hostList(u.Host)
-	if err != nil {
-		return nil, err
-	}
-	if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
-		return nil, errors.New("redis-cluster:// has no database number (a cluster only has db 0)")
-	}
-	o := asynq.RedisClusterClientOpt{Addrs: addrs}
-	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-	}
-	return o, nil
-}
-
-func hostList(hosts string) ([]string, error) {
-	var addrs []string
-	for _, h := range strings.Split(hosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			if !strings.Contains(h, ":") {
-				return nil, fmt.Errorf("address %q needs a port", h)
-			}
-			addrs = append(addrs, h)
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("no host:port given")
-	}
-	return addrs, nil
-}
-
-func dbOf(path string) (int, error) {
-	p := strings.Trim(path, "/")
-	if p == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("database %q is not a number", p)
-	}
-	return n, nil
 }
 
 // WithPassword returns opt with its Redis password replaced (for a password
@@ -199,8 +107,10 @@ func WithRootCAs(opt asynq.RedisConnOpt, caPEM []byte) (asynq.RedisConnOpt, erro
 	return o, nil
 }
 
-// Redact hides the password of a Redis URL: redis://user:secret@host →
-// redis://user:xxxxx@host.
+// Redact hides the user information of a Redis URL, user name included
+// (in a malformed URL, where it ends is a guess): redis://user:secret@host
+// → redis://xxxxx@host. Everything up to the last '@' is hidden, so a
+// password holding '@', '/', '?' or '#' is hidden whole.
 func Redact(url string) string {
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
@@ -210,11 +120,7 @@ func Redact(url string) string {
 	if at < 0 {
 		return url
 	}
-	userinfo := rest[:at]
-	if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
-		userinfo = user + ":xxxxx"
-	}
-	return scheme + "://" + userinfo + rest[at:]
+	return scheme + "://xxxxx" + rest[at:]
 }
 
 // NewClient opens a go-redis client for opt that honours the deadline of

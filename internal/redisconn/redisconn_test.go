@@ -39,11 +39,13 @@ func TestOptionErrorHidesPassword(t *testing.T) {
 	_, err := Option("mysql://root:topsecret@db/1", nil, 0)
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "topsecret")
-	require.Contains(t, err.Error(), "mysql://root:xxxxx@db/1")
+	require.NotContains(t, err.Error(), "root", "no part of the user information")
+	require.Contains(t, err.Error(), "mysql://xxxxx@db/1")
 }
 
 func TestRedact(t *testing.T) {
-	require.Equal(t, "redis://:xxxxx@h:1/0", Redact("redis://:pw@h:1/0"))
+	require.Equal(t, "redis://xxxxx@h:1/0", Redact("redis://:pw@h:1/0"))
+	require.Equal(t, "redis://xxxxx@h:1/0", Redact("redis://u:p@s/s#x?y@h:1/0"))
 	require.Equal(t, "redis://h:1/0", Redact("redis://h:1/0"))
 	require.Equal(t, "(unparsable)", Redact("nonsense"))
 }
@@ -66,10 +68,10 @@ func TestOptionSentinelAndCluster(t *testing.T) {
 		"redis-sentinel://s1:1/x?master=m":             `database "x" is not a number`,
 		"redis-cluster://:topsecret@n1:1/3":            "no database number",
 		"redis-cluster://:topsecret@":                  "no host:port given",
-		"redis://:topsecret@bad host:1/0":              "invalid character",
-		"redis://u:topsecret@h:1/notanumber":           "database number",
-		"redis-cluster://u:topsecret@n1:1,n2:1/%zz":    "could not parse",
-		"redis-sentinel://u:topsecret@n1:1/%zz?master": "could not parse",
+		"redis://:topsecret@bad host:1/0":              "not a valid URL",
+		"redis://u:topsecret@h:1/notanumber":           "is not a number",
+		"redis-cluster://u:topsecret@n1:1,n2:1/%zz":    "not a valid URL",
+		"redis-sentinel://u:topsecret@n1:1/%zz?master": "not a valid URL",
 	} {
 		_, err := Option(url, nil, 0)
 		require.Error(t, err, url)
@@ -149,4 +151,55 @@ func TestNewClientHonoursContextDeadline(t *testing.T) {
 func TestNewClientRefusesNil(t *testing.T) {
 	_, err := NewClient(nil)
 	require.EqualError(t, err, "no redis option")
+}
+
+// A malformed Redis URL is reported in otpq's own words, without any part
+// of its user information (issue 9, item 5a): net/url's errors quoted the
+// password ("invalid port \":SECRETA\" after host").
+func TestOptionErrorsNeverEchoUserinfo(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://u:SECRETA/SECRETB@127.0.0.1:6379/0":    "percent-encode them",
+		"redis://u:SECRET#A@127.0.0.1:6379/0":           "percent-encode them",
+		"redis://u:SECRET?A@127.0.0.1:6379/0":           "percent-encode them",
+		"rediss://SECRETUSER:SECRET/A@127.0.0.1:6379/0": "percent-encode them",
+		"redis://u:SECRET%zz@127.0.0.1:6379/0":          "not a valid URL",
+		"redis://u:SECRET@127.0.0.1:port/0":             "not a valid URL",
+		"redis://u:SECRET@[::1/0":                       "not a valid URL",
+		"redis://u:SECRET@127.0.0.1:6379/-1":            `database "-1" is not a number from 0 up`,
+		"redis://u:SECRET@127.0.0.1:6379/+1":            `database "+1" is not a number`,
+		"redis://u:SECRET@127.0.0.1:6379/x":             `database "x" is not a number`,
+		"redis://u:SECRET@127.0.0.1:6379/1/2":           `database "1/2" is not a number`,
+		"redis://u:SECRET@127.0.0.1/0":                  "needs a port",
+		"redis://u:SECRET@127.0.0.1:6379/0?db=-1":       `unsupported URL parameter "db"`,
+		"redis://u:SECRET@127.0.0.1:6379/0?pool_size=x": "invalid setting: invalid pool_size number",
+		"redis-sentinel://u:SECRET@s:1/-1?master=m":     `database "-1"`,
+		"redis-sentinel://u:SECRET/X@s:1/0?master=m":    "percent-encode them",
+		"redis-cluster://u:SECRET#X@n:1":                "percent-encode them",
+		"redis-cluster://u:SECRET@n:1?pool_size=3":      `unsupported URL parameter "pool_size"`,
+		"SECRET":                           "not a URL",
+		"u:SECRET@127.0.0.1:6379":          "not a URL",
+		"http://u:SECRET@127.0.0.1:6379/0": `scheme "http" is not redis`,
+		"re dis://u:SECRET@h:1":            `scheme "?"`,
+	} {
+		_, err := Option(url, nil, 0)
+		require.Error(t, err, url)
+		require.NotContains(t, err.Error(), "SECRET", url)
+		require.NotContains(t, err.Error(), "u:", url)
+		require.Contains(t, err.Error(), want, url)
+	}
+}
+
+// Settings go-redis reads from the URL reach the asynq option; the DB is
+// any number from 0 (the server refuses one beyond its `databases`).
+func TestOptionURLParameters(t *testing.T) {
+	opt, err := Option("redis://u:p%2Fw%23@h:1/15?dial_timeout=3&read_timeout=2s&write_timeout=1s&pool_size=7", nil, 64)
+	require.NoError(t, err)
+	require.Equal(t, asynq.RedisClientOpt{Addr: "h:1", Username: "u", Password: "p/w#", DB: 15,
+		DialTimeout: 3 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: time.Second, PoolSize: 7}, opt)
+	opt, err = Option("redis-sentinel://s1:1,s2:2/3?master=m&dial_timeout=5", nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:1", "s2:2"}, DB: 3, DialTimeout: 5 * time.Second}, opt)
+	opt, err = Option("redis-cluster://n1:1,n2:2/0", nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, asynq.RedisClusterClientOpt{Addrs: []string{"n1:1", "n2:2"}}, opt)
 }
