@@ -33,7 +33,7 @@ var ErrDestinationLimited = errors.New("destination send limit reached")
 // guard and when the destination can receive again. Its text masks the
 // destination.
 type DestinationLimitError struct {
-	// To is the masked destination (+86187****5678).
+	// To is the masked destination (+861*******678).
 	To string
 	// Limit sends are allowed per Window.
 	Limit  int

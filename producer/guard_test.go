@@ -48,7 +48,7 @@ func TestDestinationGuardDefaultLimit(t *testing.T) {
 	require.Greater(t, dl.RetryAfter, DefaultDestinationWindow-time.Minute)
 	require.LessOrEqual(t, dl.RetryAfter, DefaultDestinationWindow)
 	require.NotContains(t, err.Error(), "+8618701235678", "the destination is masked")
-	require.Contains(t, err.Error(), "+86187****5678")
+	require.Contains(t, err.Error(), "+861*******678")
 	require.NotContains(t, err.Error(), canary)
 
 	// Another destination has its own budget.

@@ -122,7 +122,7 @@ func TestDelivered(t *testing.T) {
 	require.Equal(t, rc[0].MessageID, st.MessageID)
 	require.Equal(t, "sms", st.SendChannel)
 	require.Equal(t, 1, st.Attempts)
-	require.Contains(t, b.logs.String(), `"to":"+86187****5678"`)
+	require.Contains(t, b.logs.String(), `"to":"+861*******678"`)
 	require.NotContains(t, b.logs.String(), "+8618701235678")
 }
 

@@ -249,7 +249,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	}
 	logs := werr.String()
 	require.Contains(t, logs, `"msg":"delivered"`)
-	require.Contains(t, logs, `"to":"+86138****0001"`)
+	require.Contains(t, logs, `"to":"+861*******001"`)
 	require.NotContains(t, logs, canaryCode)
 	require.NotContains(t, logs, "CANARY-SECRET")
 	require.NotContains(t, logs, "+8613800000001")

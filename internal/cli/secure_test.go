@@ -67,7 +67,7 @@ func TestSendDestinationLimitExit5(t *testing.T) {
 	r := b.run(t, args...)
 	require.Equal(t, ExitLimited, r.code, r.stderr)
 	require.Empty(t, r.stdout)
-	require.Contains(t, r.stderr, "destination send limit reached: +86187****5678 already had 2 sends in the last 15m0s")
+	require.Contains(t, r.stderr, "destination send limit reached: +861*******678 already had 2 sends in the last 15m0s")
 	require.Contains(t, r.stderr, "nothing enqueued")
 	require.NotContains(t, r.stderr, "+8618701235678")
 	require.Equal(t, 2, b.pending(t))

@@ -107,7 +107,7 @@ func TestSendAPIErrors(t *testing.T) {
 		{"throttle", 429, "application/json", `{"code":0,"message":"too many requests"}`, "7",
 			APIError{StatusCode: 429, Message: "too many requests", RetryAfter: 7 * time.Second}},
 		{"echoed secret", 400, "application/json", `{"code":3002,"message":"bad code ` + canaryCode + ` for +8618701235678"}`, "",
-			APIError{StatusCode: 400, Code: 3002, Message: "bad code [redacted] for +86187****5678"}},
+			APIError{StatusCode: 400, Code: 3002, Message: "bad code [redacted] for +861*******678"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

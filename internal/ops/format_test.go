@@ -14,7 +14,7 @@ func TestFormatPayload(t *testing.T) {
 		want     []string
 	}{
 		{name: "v1 plaintext", in: `{"v":1,"to":"+8618701235678","code":"` + secretCode + `","template":{"id":"login","language":"en","params":{"name":"` + secretCode + `"}},"expires_at":"2030-01-01T00:00:00Z","created_at":"2029-12-31T23:55:00Z"}`,
-			want: []string{`"to": "+86187****5678"`, `"code": "[redacted]"`, `"id": "login"`, `"language": "en"`, `"name": "[redacted]"`, `"expires_at": "2030-01-01T00:00:00Z"`, `"v": 1`}},
+			want: []string{`"to": "+861*******678"`, `"code": "[redacted]"`, `"id": "login"`, `"language": "en"`, `"name": "[redacted]"`, `"expires_at": "2030-01-01T00:00:00Z"`, `"v": 1`}},
 		{name: "e-mail", in: `{"v":1,"to":"support@example.com","code":"` + secretCode + `","template":{"id":"t"}}`,
 			want: []string{`"to": "s***@example.com"`}},
 		{name: "sealed and unknown fields", in: `{"v":2,"to":"+8618701235678","sealed":"k1:` + secretCode + `","future":{"code":"` + secretCode + `"}}`,

@@ -171,7 +171,7 @@ func TestCanaryNeverShown(t *testing.T) {
 	for _, tk := range archived.Tasks {
 		require.Contains(t, reasons, tk.ID, "unexpected archived task")
 		require.Contains(t, tk.Error, reasons[tk.ID])
-		require.Contains(t, tk.Payload, `"to": "+86138****`)
+		require.Contains(t, tk.Payload, `"to": "+861*******`)
 		require.Contains(t, tk.Payload, `"id": "login"`)
 	}
 	var completed taskList
