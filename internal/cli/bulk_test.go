@@ -288,7 +288,7 @@ func TestBulkDestinationLimit(t *testing.T) {
 	r := f.run(t, context.Background(), nil, f.file(t, "same.csv", b.String()))
 	require.Equal(t, ExitRejected, r.code, r.stderr)
 	require.Contains(t, r.stdout, "7 rows: 5 accepted, 0 duplicates (already queued), 2 rejected")
-	require.Regexp(t, `line [78]: not sent: destination send limit reached: \+86187\*+0001`, r.stderr)
+	require.Regexp(t, `line [78]: not sent: destination send limit reached: \+861\*+001`, r.stderr)
 	require.NotContains(t, r.stderr, "+8618700000001", "the destination is masked")
 
 	g := setupBulk(t)
