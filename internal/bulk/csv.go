@@ -113,45 +113,34 @@ func (s *csvScanner) read() ([]string, int, error) {
 					state = quoteSeen
 					continue
 				}
-			case quoteSeen:
-				switch c {
-				case '"': // "" is a quote
-					state = quoted
-				case ',':
+			case quoteSeen, fieldStart, unquoted:
+				// A comma or newline outside quotes ends a field or the record.
+				if c == ',' || c == '\n' {
 					s.endField(tooLong)
-					state = fieldStart
-					continue
-				case '\n':
-					s.endField(tooLong)
-					if tooLong {
+					switch {
+					case c == ',':
+						state = fieldStart
+						continue
+					case tooLong:
 						return nil, start, s.tooLong(start)
 					}
 					return s.record(), start, nil
-				default:
+				}
+				switch {
+				case state == quoteSeen && c == '"': // "" is a quote
+					state = quoted
+				case state == quoteSeen:
 					bad, badLine, state = fmt.Sprintf(`extraneous or missing " in the quoted field opened on line %d`, quoteLine), s.line+1, skipLine
 					continue
-				}
-			case fieldStart, unquoted:
-				switch c {
-				case '"':
-					if state == fieldStart {
-						state, quoteLine = quoted, s.line+1
-						continue
-					}
+				case c == '"' && state == fieldStart:
+					state, quoteLine = quoted, s.line+1
+					continue
+				case c == '"':
 					bad, badLine, state = `bare " in a non-quoted field`, s.line+1, skipLine
 					continue
-				case ',':
-					s.endField(tooLong)
-					state = fieldStart
-					continue
-				case '\n':
-					s.endField(tooLong)
-					if tooLong {
-						return nil, start, s.tooLong(start)
-					}
-					return s.record(), start, nil
+				default:
+					state = unquoted
 				}
-				state = unquoted
 			}
 			if !tooLong {
 				s.buf = append(s.buf, c)

@@ -88,18 +88,7 @@ func parseJSONRow(line int, data []byte) (producer.Request, string, *Reject) {
 		default:
 			return producer.Request{}, "", rej(key, "must be a string")
 		}
-		switch key {
-		case "to":
-			req.To = v
-		case "code":
-			req.Code = v
-		case "template":
-			req.TemplateID = v
-		case "language":
-			req.Language = v
-		case "id":
-			id = v
-		}
+		setField(&req, &id, key, v)
 	}
 	if _, _, err := str(); err != nil { // the closing brace
 		return producer.Request{}, "", jsonReject(line, err)

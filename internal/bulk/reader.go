@@ -231,24 +231,13 @@ func (r *Reader) nextCSV() (Row, *Reject, error) {
 	var id string
 	for i, c := range r.columns {
 		v := strings.TrimSpace(rec[i])
-		switch c.field {
-		case "to":
-			req.To = v
-		case "code":
-			req.Code = v
-		case "template":
-			req.TemplateID = v
-		case "language":
-			req.Language = v
-		case "id":
-			id = v
-		case "param":
-			if v != "" {
-				if req.Params == nil {
-					req.Params = map[string]string{}
-				}
-				req.Params[c.param] = v
+		if c.field != "param" {
+			setField(&req, &id, c.field, v)
+		} else if v != "" {
+			if req.Params == nil {
+				req.Params = map[string]string{}
 			}
+			req.Params[c.param] = v
 		}
 	}
 	return r.finish(line, req, id)
@@ -319,6 +308,22 @@ func (r *Reader) readLine() (line []byte, tooLong bool, err error) {
 		default:
 			return nil, false, fmt.Errorf("read: %w", err)
 		}
+	}
+}
+
+// setField sets the field of a row named by its column or key.
+func setField(req *producer.Request, id *string, field, v string) {
+	switch field {
+	case "to":
+		req.To = v
+	case "code":
+		req.Code = v
+	case "template":
+		req.TemplateID = v
+	case "language":
+		req.Language = v
+	case "id":
+		*id = v
 	}
 }
 
