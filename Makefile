@@ -25,11 +25,12 @@ test-fault: ## fault-injection suite: real worker/fake/redis-server processes (w
 reliability: ## run the fault-injection suite and regenerate RELIABILITY.md from its figures
 	$(MAKE) test-fault FAULT_ENV=OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md
 
-bench: ## load benchmark, ~6 min: otpq vs a hand-written asynq baseline on its own redis-server; regenerates BENCHMARKS.md
+bench: ## load benchmark, ~8 min: otpq vs a hand-written asynq baseline on its own redis-server and a stub provider; regenerates BENCHMARKS.md
 	bash .ci/ensure-redis
 	$(GO) build -o $(BIN) ./cmd/otpq
+	$(GO) build -o $(BIN)-bench ./cmd/otpq-bench
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./producer ./internal/bulk > $(BIN).gobench.txt
-	OTPQ_BENCH_COMMAND="make bench" $(BIN) bench --out BENCHMARKS.md --go-bench $(BIN).gobench.txt
+	OTPQ_BENCH_COMMAND="make bench" $(BIN)-bench --otpq $(BIN) --out BENCHMARKS.md --go-bench $(BIN).gobench.txt $(BENCH_FLAGS)
 
 docs: ## regenerate the README's command and configuration tables from otpq --help
 	$(GO) run ./cmd/otpq docs --readme README.md

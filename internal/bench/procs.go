@@ -11,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // proc is a child process of the benchmark.
@@ -101,29 +99,6 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-// startRedis starts a dedicated, non-persistent redis-server on a free port.
-func startRedis(ctx context.Context, dir, bin string) (*proc, *redis.Client, string, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, nil, "", err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	p, err := start(dir, "redis", nil, bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--maxclients", "10000")
-	if err != nil {
-		return nil, nil, "", err
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	for range 100 {
-		if rdb.Ping(ctx).Err() == nil {
-			return p, rdb, addr, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	p.stop()
-	return nil, nil, "", fmt.Errorf("redis-server on %s did not answer (log: %s)", addr, p.log)
 }
 
 // waitHTTP waits until url answers.

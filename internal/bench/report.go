@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -23,6 +21,17 @@ func (g *group) row(name, otpq, otpqWhat, base, baseWhat, ratio, note string) {
 	g.rows = append(g.rows, row{name, otpq, otpqWhat, base, baseWhat, ratio, note})
 }
 
+// e2eCaseResult is one end-to-end case: the otpq worker's median run, each
+// baseline's, and the in-process worker profile.
+type e2eCaseResult struct {
+	name      string
+	latency   time.Duration
+	otpq      e2eResult
+	baselines []e2eResult
+	baseNames []string
+	profile   string
+}
+
 type report struct {
 	cfg          Config
 	date         time.Time
@@ -31,21 +40,23 @@ type report struct {
 	redisVersion string
 	took         time.Duration
 
+	stubCapacity map[time.Duration]float64 // by stub latency
+	fakeCapacity float64
+	e2e          []e2eCaseResult
+
 	bulkSummary, bulkProfile  string
-	workerProfile             string
+	bulkRows, bulkProfileRows int
 	bulkRate, bulkRateNoGuard float64
 	bulkRSS                   int64
-	e2eRatio, e2eBusy         float64
-	e2ePairs, serverRates     []string
-	// e2eBaseline is the baseline's median delivered/s of the headline
-	// case; bestServers the --servers value of the fastest sweep run.
-	e2eBaseline, bestServersRate float64
-	defaultServers, bestServers  int
-	idleCmds                     float64 // otpq worker's Redis commands/s while idle
-	idleP99, criticalP99         time.Duration
+	idleCmds                  float64 // otpq worker's Redis commands/s while idle
+	idleTop                   string
+	idleP50, idleP99          time.Duration
+	criticalP99               time.Duration
 }
 
-func newReport(cfg Config) *report { return &report{cfg: cfg, date: time.Now().UTC()} }
+func newReport(cfg Config) *report {
+	return &report{cfg: cfg, date: time.Now().UTC(), stubCapacity: map[time.Duration]float64{}}
+}
 
 func (r *report) group(title, unit string) *group {
 	g := &group{title: title, unit: unit}
@@ -56,7 +67,7 @@ func (r *report) group(title, unit string) *group {
 // group5 is the resources group, filled from the other groups' runs.
 func (r *report) group5() *group {
 	if r.g5 == nil {
-		r.g5 = &group{title: "5. Resources"}
+		r.g5 = &group{title: "7. Resources"}
 	}
 	return r.g5
 }
@@ -85,55 +96,156 @@ func machine() string {
 		runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
+// e2eCase returns the case with the given stub latency.
+func (r *report) e2eCase(latency time.Duration) (e2eCaseResult, bool) {
+	for _, c := range r.e2e {
+		if c.latency == latency {
+			return c, true
+		}
+	}
+	return e2eCaseResult{}, false
+}
+
+// target is one line of the Targets table.
+type target struct {
+	figure, goal, measured string
+	met                    bool
+	bound                  string // what bounds it, shown when missed
+}
+
+func (r *report) targets() []target {
+	var ts []target
+	if c, ok := r.e2eCase(0); ok && len(c.baselines) > 1 {
+		o, b1, b2 := c.otpq, c.baselines[0], c.baselines[1]
+		ts = append(ts, target{
+			figure: "e2e delivered/s, instant stub, concurrency 100, worker defaults vs hand-written handler (asynq defaults, 1 server)",
+			goal:   "≥ 1.3×",
+			measured: fmt.Sprintf("%s (%s vs %s); vs 2 servers: %s (%s)", ratio(o.rate, b1.rate), fmtRate(o.rate), fmtRate(b1.rate),
+				ratio(o.rate, b2.rate), fmtRate(b2.rate)),
+			met: o.rate >= 1.3*b1.rate, bound: r.e2eBound(c, b1),
+		})
+	}
+	if c, ok := r.e2eCase(50 * time.Millisecond); ok && len(c.baselines) > 0 {
+		o, b := c.otpq, c.baselines[0]
+		ts = append(ts, target{
+			figure: "e2e delivered/s, 50 ms stub, concurrency 1000, vs the hand-written handler at concurrency 1000",
+			goal:   "≥ 1.0×", measured: fmt.Sprintf("%s (%s vs %s)", ratio(o.rate, b.rate), fmtRate(o.rate), fmtRate(b.rate)),
+			met: o.rate >= b.rate, bound: r.e2eBound(c, b),
+		})
+	}
+	if c, ok := r.e2eCase(0); ok && len(c.baselines) > 0 {
+		oc, ot := c.otpq.work.per(float64(c.otpq.delivered))
+		bc, bt := c.baselines[0].work.per(float64(c.baselines[0].delivered))
+		ts = append(ts, target{
+			figure: "Redis commands per delivered task (INFO commandstats, script calls included; instant stub run)",
+			goal:   "≤ baseline + 2", measured: fmt.Sprintf("otpq %.1f (%.1f round trips), baseline %.1f (%.1f round trips)", oc, ot, bc, bt),
+			met: oc <= bc+2,
+			bound: fmt.Sprintf("Per delivery, otpq: %s; baseline: %s (section 6).", c.otpq.work.top(12, float64(c.otpq.delivered)),
+				c.baselines[0].work.top(12, float64(c.baselines[0].delivered))),
+		})
+	}
+	ts = append(ts,
+		target{figure: "idle Redis commands/s per worker process (no tasks, " + idleWindow.String() + ")", goal: "≤ 400",
+			measured: fmt.Sprintf("%.0f", r.idleCmds), met: r.idleCmds <= 400,
+			bound: "The idle worker's commands/s: " + r.idleTop + " (section 4): each fetch loop's poll and asynq's background work."},
+		target{figure: "idle enqueue → provider request p99 (10 sends/s)", goal: "≤ 25 ms",
+			measured: fmt.Sprintf("p99 %s (p50 %s)", fmtDur(r.idleP99), fmtDur(r.idleP50)), met: r.idleP99 > 0 && r.idleP99 <= 25*time.Millisecond,
+			bound: "Section 4 gives the direct call's latency beside it; the rest is the wait for a fetch loop's next poll."},
+		target{figure: fmt.Sprintf("bulk enqueue, %s rows, guard on (`otpq bulk`)", fmtInt(r.bulkRows)), goal: "≥ 50,000 rows/s",
+			measured: fmtRate(r.bulkRate) + fmt.Sprintf(" (guard off: %s)", fmtRate(r.bulkRateNoGuard)), met: r.bulkRate >= 50000,
+			bound: "Section 1 gives `otpq bulk`'s and redis-server's CPU time over the run; the bulk CPU profile below shows the client's share."},
+		target{figure: fmt.Sprintf("bulk peak RSS, %s rows", fmtInt(r.bulkRows)), goal: "< 100 MB", measured: fmtBytes(r.bulkRSS),
+			met: r.bulkRSS > 0 && r.bulkRSS < 100<<20, bound: "The bulk CPU profile below (allocation shows there too)."},
+		target{figure: "critical p99 during a bulk drain", goal: "≤ 50 ms", measured: fmtDur(r.criticalP99),
+			met: r.criticalP99 > 0 && r.criticalP99 <= 50*time.Millisecond, bound: "Section 5."},
+	)
+	return ts
+}
+
+// e2eBound says, from what the run measured, where an end-to-end case's
+// time goes: cores used, CPU and Redis work per delivery on both sides,
+// and the profile to read.
+func (r *report) e2eBound(c e2eCaseResult, b e2eResult) string {
+	o := c.otpq
+	ow, or := o.cpuPerDelivery()
+	bw, br := b.cpuPerDelivery()
+	oc, ot := o.work.per(float64(o.delivered))
+	bc, bt := b.work.per(float64(b.delivered))
+	capNote := ""
+	if sc := r.stubCapacity[c.latency]; sc > 0 {
+		capNote = fmt.Sprintf(" The stub alone serves %s (section 2), %s the otpq rate: it is not the bound.", fmtRate(sc), ratio(sc, o.rate))
+	}
+	return fmt.Sprintf("CPU per delivery: otpq worker %s + redis-server %s, baseline %s + %s; cores used: otpq run %s, baseline run %s. "+
+		"Redis work per delivery: otpq %.1f commands in %.1f round trips, baseline %.1f in %.1f (section 6).%s "+
+		"Where the worker's CPU goes: the profile \"otpq worker, %s\" below.",
+		fmtDur(ow), fmtDur(or), fmtDur(bw), fmtDur(br), o.cores(), b.cores(), oc, ot, bc, bt, capNote, c.name)
+}
+
 func (r *report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# otpq benchmarks\n\n")
 	w("Generated by `%s` — do not edit by hand.\n\n", r.cfg.Command)
+	if r.cfg.Scale != 1 {
+		w("**Scaled run (--scale %g): every workload is %g× its full size; figures are a smoke test, not results.**\n\n", r.cfg.Scale, r.cfg.Scale)
+	}
 	w("- **Date:** %s (the run took %s)\n", r.date.Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
 	w("- **Machine:** %s\n", machine())
-	w("- **Setup:** everything on this one machine: a dedicated `redis-server` %s (own port, no persistence) started by the benchmark; "+
-		"the fake EngageLab (`otpq fake-engagelab`; for latency runs the same fake behind a timing tap, `otpq bench tap-provider`) and every worker in their own processes.\n", r.redisVersion)
-	w("- **Baselines, measured in the same run:** enqueue — asynq's `Client.Enqueue`; delivery — a minimal hand-written asynq handler (`internal/bench.RunBaselineWorker`: one `asynq.Server`, default 1s poll, `http.DefaultClient`, queues critical:10 bulk:1 weighted) doing the same POST; and a direct synchronous call loop (`engagelab.Client.Send` in a loop, no queue).\n")
-	w("- **Shared machine:** other work may run on this machine during the run. The *machine* figure in section 2 is the whole machine's busy cores; what exceeds the three processes' sum is other load, and it moves single runs by up to ±20%%.\n")
-	w("- **Ratios** are otpq ÷ baseline for rates and baseline ÷ otpq for latencies and sizes, so > 1× always means otpq is better.\n\n")
+	w("- **Setup:** everything on this one machine, each in its own process: a dedicated `redis-server` %s (own port, no persistence) started by the benchmark; "+
+		"the otpq binary under test (`otpq worker`, `otpq bulk`, `otpq fake-engagelab`); and the benchmark's own binary `otpq-bench` "+
+		"(the baseline worker, the stub provider, and for latency runs the fake EngageLab behind a timing tap).\n", r.redisVersion)
+	w("- **Provider:** throughput runs use a stub (`otpq-bench stub-provider`) that answers `{\"message_id\",\"send_channel\"}` at once or after a fixed 50 ms and checks nothing; " +
+		"section 2 measures its capacity with a direct concurrent loop, which must be far above both workers. `otpq fake-engagelab` stays the correctness fake (validation, error rules, callbacks); its capacity is in section 2 too.\n")
+	w("- **Baselines, measured in the same run:** enqueue — asynq's `Client.Enqueue`; delivery — a minimal hand-written asynq handler (`otpq-bench baseline-worker`: `asynq.NewServer` with asynq's defaults, 1s poll, `http.DefaultClient`, queues critical:10 bulk:1 weighted) doing the same POST, on 1 server and on 2 servers sharing the concurrency (as the otpq worker shares it between its fetch loops).\n")
+	w("- **End-to-end method:** each case runs three interleaved rounds (otpq, then each baseline) on %s preloaded bulk tasks and keeps each side's median; a run is measured from 10%% to 90%% delivered (at most 10 s).\n", r.e2eTasks())
+	w("- **Redis work:** commands per delivery are the window's `INFO commandstats` calls (a script's inner commands count, as well as the EVALSHA; the benchmark's own INFO is left out) ÷ deliveries; round trips are `INFO stats` `total_reads_processed` (Redis reads a client's socket once per request it receives, so a lone command and a pipeline each count one) ÷ deliveries.\n")
+	w("- **CPU:** cores used are each process's CPU time (/proc) over the window ÷ the window; *machine* is the whole machine's busy cores: what exceeds the three processes' sum is other load, which moves single runs by up to ±20%%.\n")
+	w("- **Ratios** are otpq ÷ baseline for rates and baseline ÷ otpq for latencies, sizes and costs, so > 1× always means otpq is better.\n\n")
 
-	w("## Targets\n\n| target | measured | met |\n| --- | --- | --- |\n")
-	met := func(ok bool) string {
-		if ok {
-			return "yes"
+	ts := r.targets()
+	w("## Targets\n\n| figure | target | measured | met |\n| --- | --- | --- | --- |\n")
+	for _, t := range ts {
+		met := "yes"
+		if !t.met {
+			met = "**no** (see below)"
 		}
-		return "**no** (see below)"
+		w("| %s | %s | %s | %s |\n", t.figure, t.goal, t.measured, met)
 	}
-	w("| end-to-end ≥ 1.3× baseline delivered/s, instant provider (concurrency 100) | %.2f× | %s |\n", r.e2eRatio, met(r.e2eRatio >= 1.3))
-	w("| idle enqueue → provider request p99 ≤ 25 ms | %s | %s |\n", fmtDur(r.idleP99), met(r.idleP99 > 0 && r.idleP99 <= 25*time.Millisecond))
-	w("| bulk enqueue ≥ 50,000 rows/s (default: per-destination guard on) | %s | %s |\n", fmtRate(r.bulkRate), met(r.bulkRate >= 50000))
-	w("| bulk enqueue ≥ 50,000 rows/s, `--destination-limit -1` | %s | %s |\n", fmtRate(r.bulkRateNoGuard), met(r.bulkRateNoGuard >= 50000))
-	w("| bulk peak RSS < 100 MB for 1M rows | %s | %s |\n", fmtBytes(r.bulkRSS), met(r.bulkRSS > 0 && r.bulkRSS < 100<<20))
-	w("| critical p99 ≤ 50 ms during a bulk drain | %s | %s |\n\n", fmtDur(r.criticalP99), met(r.criticalP99 > 0 && r.criticalP99 <= 50*time.Millisecond))
-
-	groups := append(append([]*group(nil), r.groups...), r.group5())
-	for _, g := range groups {
-		w("## %s\n\n", g.title)
-		w("| case | otpq | baseline | ratio | notes |\n| --- | --- | --- | --- | --- |\n")
-		for _, x := range g.rows {
-			base := x.base
-			if base != "" {
-				base += " (" + x.baseWhat + ")"
-			}
-			w("| %s | %s (%s) | %s | %s | %s |\n", x.name, x.otpq, x.otpqWhat, base, x.ratio, x.note)
+	w("\n")
+	var missed []target
+	for _, t := range ts {
+		if !t.met {
+			missed = append(missed, t)
+		}
+	}
+	if len(missed) > 0 {
+		w("### What bounds the missed targets\n\n")
+		for _, t := range missed {
+			w("- **%s: %s, target %s.** %s\n", t.figure, t.measured, t.goal, t.bound)
 		}
 		w("\n")
 	}
-	r.bounds(w)
+
+	for _, g := range r.groups {
+		r.writeGroup(w, g)
+		if strings.HasPrefix(g.title, "5.") {
+			r.writeRedisWork(w)
+		}
+	}
+	r.writeGroup(w, r.group5())
 	if r.bulkSummary != "" {
-		w("`otpq bulk` summary of the 1M-row run:\n\n```\n%s\n```\n\n", r.bulkSummary)
+		w("`otpq bulk` summary of the %s-row run:\n\n```\n%s\n```\n\n", fmtInt(r.bulkRows), r.bulkSummary)
 	}
+	w("## Profiles\n\n")
 	if r.bulkProfile != "" {
-		w("### CPU profile of `otpq bulk` (1M rows)\n\n`go tool pprof -top` of `otpq bulk --cpuprofile`:\n\n```\n%s\n```\n\n", r.bulkProfile)
+		w("### Bulk enqueue (internal/bulk + producer, guard on)\n\n`go tool pprof -top` of the same code `otpq bulk` runs, run inside `otpq-bench` on a %s-row file (the profiling stays out of the otpq binary):\n\n```\n%s\n```\n\n",
+			fmtInt(r.bulkProfileRows), r.bulkProfile)
 	}
-	if r.workerProfile != "" {
-		w("### CPU profile of the otpq worker (instant provider, concurrency 100)\n\n`worker.New` with its defaults run inside `otpq bench` for 5s on a preloaded bulk queue; `go tool pprof -top`:\n\n```\n%s\n```\n\n", r.workerProfile)
+	for _, c := range r.e2e {
+		if c.profile == "" {
+			continue
+		}
+		w("### otpq worker, %s\n\n`worker.New` with its defaults (at this concurrency) run inside `otpq-bench` on a preloaded bulk queue against the same stub; `go tool pprof -top -cum`:\n\n```\n%s\n```\n\n", c.name, c.profile)
 	}
 	if r.cfg.GoBench != "" {
 		w("## Go benchmarks\n\n```\n%s\n```\n", strings.TrimSpace(r.cfg.GoBench))
@@ -141,44 +253,46 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
-// bounds explains each missed target from what this run measured.
-func (r *report) bounds(w func(string, ...any)) {
-	var notes []string
-	if r.e2eRatio < 1.3 {
-		perLoop := 0.0
-		if r.defaultServers > 0 {
-			perLoop = r.idleCmds / float64(r.defaultServers)
+func (r *report) e2eTasks() string {
+	if len(r.e2e) == 0 {
+		return "the"
+	}
+	return fmtInt(max(1, int(40000*r.cfg.Scale)))
+}
+
+func (r *report) writeGroup(w func(string, ...any), g *group) {
+	w("## %s\n\n", g.title)
+	w("| case | otpq | baseline | ratio | notes |\n| --- | --- | --- | --- | --- |\n")
+	for _, x := range g.rows {
+		base := x.base
+		if base != "" {
+			base += " (" + x.baseWhat + ")"
 		}
-		notes = append(notes, fmt.Sprintf(`**End-to-end %.2f× (median; pairs: `+strings.Join(r.e2ePairs, ", ")+`) instead of 1.3× with the default %d fetch loops; %.2f× with `+"`--servers %d`"+`.**
-Worker, Redis and the fake provider share %d cores (%.2f busy in the headline run). With an instant provider a
-delivery costs two asynq round trips to Redis (fetch, then complete) plus otpq's result write, and each fetch loop (one
-asynq server) fetches one task per round trip, so delivered/s grows with the number of loops as long as CPU is left:
-the --servers runs measured `+strings.Join(r.serverRates, ", ")+` delivered/s. The default stays one loop per CPU
-because every loop also polls Redis every 10 ms while idle (this run: %.0f commands/s per loop, section 3), a cost that
-each worker process of a fleet pays again, and because with a real provider (tens to hundreds of ms per call)
-throughput is bound by --concurrency ÷ provider latency, far below what one loop fetches (the 50 ms rows). Deployments
-that need more with a fast provider raise `+"`--servers`"+`. The worker profile below shows where the worker's share of
-the CPU goes: system calls (one per Redis or HTTP round trip) and asynq's per-task scripts. Where otpq's margin is large
-is latency (section 3: about 100× at idle).`, r.e2eRatio, r.defaultServers, r.bestServersRate/max(r.e2eBaseline, 1), r.bestServers,
-			runtime.NumCPU(), r.e2eBusy, perLoop))
+		w("| %s | %s (%s) | %s | %s | %s |\n", x.name, x.otpq, x.otpqWhat, base, x.ratio, x.note)
 	}
-	if r.bulkRate < 50000 || r.bulkRateNoGuard < 50000 {
-		notes = append(notes, fmt.Sprintf(`**Bulk enqueue %s with the per-destination guard on, %s with it off: bounded by the two cores shared by `+"`otpq bulk`"+` and redis-server.**
-Section 1 gives both processes' CPU time over the guarded run: together they use about the whole machine. The guard
-(on by default, the same anti-pumping limit `+"`otpq send`"+` applies) costs Redis a sliding-window update per row — a
-sorted set per destination, as much Redis work as the enqueue itself — which is why turning it off for a trusted
-list (`+"`--destination-limit -1`"+`) is so much faster. Per row, the client parses, validates (twice: in
-the reader, for the line number, and in the producer), encodes the JSON payload and the asynq message; Redis runs
-the enqueue and guard scripts in calls of 256 rows. The bulk profile below shows the client's share: regexp
-validation, JSON encoding and allocation.`, fmtRate(r.bulkRate), fmtRate(r.bulkRateNoGuard)))
-	}
-	if len(notes) == 0 {
+	w("\n")
+}
+
+// writeRedisWork is section 6: Redis work and CPU per delivery, per side,
+// from the end-to-end median runs.
+func (r *report) writeRedisWork(w func(string, ...any)) {
+	if len(r.e2e) == 0 {
 		return
 	}
-	w("## What bounds the missed targets\n\n")
-	for _, n := range notes {
-		w("%s\n\n", n)
+	w("## 6. Redis work and CPU per delivery (end-to-end median runs)\n\n")
+	w("| case | worker | delivered/s | commands / delivery | round trips / delivery | CPU / delivery: worker + redis | cores used | commands per delivery, most called first |\n")
+	w("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, c := range r.e2e {
+		sides := append([]e2eResult{c.otpq}, c.baselines...)
+		names := append([]string{otpqSide.name}, c.baseNames...)
+		for i, s := range sides {
+			cmds, trips := s.work.per(float64(s.delivered))
+			wc, rc := s.cpuPerDelivery()
+			w("| %s | %s | %s | %.1f | %.1f | %s + %s | %s | %s |\n", c.name, names[i], fmtRate(s.rate), cmds, trips, fmtDur(wc), fmtDur(rc),
+				s.cores(), s.work.top(12, float64(s.delivered)))
+		}
 	}
+	w("\n")
 }
 
 func ratio(a, b float64) string {
@@ -218,12 +332,10 @@ func fmtDur(d time.Duration) string {
 	case d <= 0:
 		return "—"
 	case d < time.Millisecond:
-		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+		return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 	case d < 10*time.Second:
 		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 	default:
 		return d.Round(time.Second).String()
 	}
 }
-
-func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 1<<20) }

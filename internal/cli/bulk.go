@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -46,8 +45,6 @@ bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for st
 	idPrefix := f.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
 	every := f.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
 	guard := newGuardFlags(f)
-	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the run to this file (for benchmarks)")
-	f.hide("cpuprofile")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkRedisURL(cmd, *redisURL); err != nil {
 			return err
@@ -71,17 +68,6 @@ bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for st
 		case bulk.FormatCSV, bulk.FormatJSONL:
 		default:
 			return usagef("--format: %q is not csv, jsonl or auto", *format)
-		}
-		if *cpuProfile != "" {
-			pf, err := os.Create(*cpuProfile)
-			if err != nil {
-				return usagef("--cpuprofile: %v", err)
-			}
-			defer pf.Close()
-			if err := pprof.StartCPUProfile(pf); err != nil {
-				return usagef("--cpuprofile: %v", err)
-			}
-			defer pprof.StopCPUProfile()
 		}
 		return m.runBulk(cmd.Context(), bulkRun{
 			path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,

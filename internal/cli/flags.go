@@ -73,9 +73,6 @@ func (f flagSet) here(name, value string) {
 	_ = f.fs.SetAnnotation(name, annotHere, []string{value})
 }
 
-// hide keeps a flag working but out of help and the README.
-func (f flagSet) hide(name string) { _ = f.fs.MarkHidden(name) }
-
 func (f flagSet) annotate(name, def string, show []string) {
 	if len(show) > 0 {
 		def = show[0]

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/otpq/otpq/internal/redisserver"
 )
 
 const lockKey = "otpq:test:db-lock"
@@ -76,6 +78,20 @@ func New(t testing.TB) *DB {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// StartServer runs a redis-server of t's own on a free port (see
+// internal/redisserver; args are extra server arguments), with its data in
+// t.TempDir(), and kills it at the end of t. It fails the test when the
+// server does not start.
+func StartServer(t testing.TB, args ...string) *redisserver.Server {
+	t.Helper()
+	s, err := redisserver.Start(context.Background(), redisserver.Config{Dir: t.TempDir(), Args: args})
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }
 
 // Stalled returns the address of a server that accepts connections and never

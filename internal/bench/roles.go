@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -24,16 +25,29 @@ import (
 // (asynq's weighted, not strict, priority).
 var baselineQueues = map[string]int{task.QueueCritical: 10, task.QueueBulk: 1}
 
+// BaselineConfig configures RunBaselineWorker.
+type BaselineConfig struct {
+	RedisURL, BaseURL, DevKey, DevSecret string
+	// Concurrency is the total across servers; default 100.
+	Concurrency int
+	// Servers is how many asynq.Server run in the process, sharing
+	// Concurrency as the otpq worker shares it between its fetch loops;
+	// default 1.
+	Servers int
+}
+
 // RunBaselineWorker is the benchmark's baseline: a minimal hand-written
-// asynq handler doing the same provider POST with asynq's defaults — one
-// server, the default 1s poll interval, and http.DefaultClient — at the
-// given concurrency. It runs until ctx ends.
-func RunBaselineWorker(ctx context.Context, redisURL, baseURL, key, secret string, concurrency int) error {
-	opt, err := asynq.ParseRedisURI(redisURL)
+// asynq handler doing the same provider POST with asynq's defaults — the
+// default 1s poll interval and http.DefaultClient — on cfg.Servers
+// asynq servers. It runs until ctx ends.
+func RunBaselineWorker(ctx context.Context, cfg BaselineConfig) error {
+	opt, err := asynq.ParseRedisURI(cfg.RedisURL)
 	if err != nil {
 		return err
 	}
-	srv := asynq.NewServer(opt, asynq.Config{Concurrency: concurrency, Queues: baselineQueues, LogLevel: asynq.WarnLevel})
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, 100)
+	cfg.Servers = min(max(cfg.Servers, 1), cfg.Concurrency)
+	baseURL, key, secret := cfg.BaseURL, cfg.DevKey, cfg.DevSecret
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(task.TypeSend, func(ctx context.Context, t *asynq.Task) error {
 		p, err := task.Decode(t.Payload())
@@ -58,11 +72,25 @@ func RunBaselineWorker(ctx context.Context, redisURL, baseURL, key, secret strin
 		}
 		return nil
 	})
-	if err := srv.Start(mux); err != nil {
-		return err
+	per, rest := cfg.Concurrency/cfg.Servers, cfg.Concurrency%cfg.Servers
+	var servers []*asynq.Server
+	defer func() {
+		for _, s := range servers {
+			s.Shutdown()
+		}
+	}()
+	for i := range cfg.Servers {
+		conc := per
+		if i < rest {
+			conc++
+		}
+		srv := asynq.NewServer(opt, asynq.Config{Concurrency: conc, Queues: baselineQueues, LogLevel: asynq.WarnLevel})
+		if err := srv.Start(mux); err != nil {
+			return err
+		}
+		servers = append(servers, srv)
 	}
 	<-ctx.Done()
-	srv.Shutdown()
 	return nil
 }
 
@@ -116,6 +144,11 @@ func RunTapProvider(ctx context.Context, addr string, latency time.Duration) err
 		}
 		fake.ServeHTTP(w, r)
 	})
+	return serve(ctx, addr, h)
+}
+
+// serve serves h on addr until ctx ends.
+func serve(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -128,20 +161,56 @@ func RunTapProvider(ctx context.Context, addr string, latency time.Duration) err
 	return nil
 }
 
-// percentile returns the p-th percentile (0–100) of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
+// Paths the stub shares with the fake EngageLab, so the benchmark reads
+// and resets both alike.
+const (
+	statsPath = "/_fake/stats"
+	resetPath = "/_fake/reset"
+)
+
+// stub is the throughput runs' provider: it answers every POST of the
+// API path with a fresh message_id at once (or after a fixed latency),
+// checks nothing, and counts what it answered. It does as little per
+// request as an HTTP server can, so that it is never what bounds a run;
+// the report measures its capacity to show it.
+type stub struct {
+	latency time.Duration
+	n       atomic.Int64
 }
 
-func sortedDurations(ns []int64) []time.Duration {
-	out := make([]time.Duration, len(ns))
-	for i, v := range ns {
-		out[i] = time.Duration(v)
+func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == fakeengagelab.APIPath && r.Method == http.MethodPost:
+		_, _ = io.Copy(io.Discard, r.Body)
+		if s.latency > 0 {
+			t := time.NewTimer(s.latency)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+		id := s.n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		b := make([]byte, 0, 64)
+		b = append(b, `{"message_id":"`...)
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, `","send_channel":"sms"}`...)
+		_, _ = w.Write(b)
+	case r.URL.Path == statsPath:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"delivered":%d}`, s.n.Load())
+	case r.URL.Path == resetPath && r.Method == http.MethodPost:
+		s.n.Store(0)
+	default:
+		http.NotFound(w, r)
 	}
-	slices.Sort(out)
-	return out
+}
+
+// RunStubProvider serves the stub provider on addr until ctx ends: every
+// POST /v1/codes is answered {"message_id":"<n>","send_channel":"sms"},
+// after latency if positive; GET /_fake/stats gives {"delivered":n}.
+func RunStubProvider(ctx context.Context, addr string, latency time.Duration) error {
+	return serve(ctx, addr, &stub{latency: latency})
 }
