@@ -87,50 +87,56 @@ type capacity struct {
 }
 
 // capacity calls the provider from conc goroutines through the client the
-// otpq worker uses, for d; the first quarter (connections opening) is not
-// counted.
+// otpq worker uses, for d, once every goroutine has made one call (so
+// that opening the connections is not counted).
 func (e *env) capacity(ctx context.Context, pr *provider, conc int, d time.Duration) (capacity, error) {
 	c, err := engagelab.New(engagelab.Config{BaseURL: pr.url, DevKey: devKey, DevSecret: devSecret, MaxConns: conc})
 	if err != nil {
 		return capacity{}, err
 	}
 	var n atomic.Int64
+	call := func() error {
+		i := int(n.Add(1))
+		_, err := c.Send(ctx, engagelab.Request{To: dest(i), Code: "123456", Template: engagelab.Template{ID: "bench"}})
+		return err
+	}
 	var firstErr atomic.Value
 	var mu sync.Mutex
 	var lat []time.Duration
-	var wg sync.WaitGroup
-	start := time.Now()
-	from, until := start.Add(d/4), start.Add(d)
-	var p0, s0 time.Duration
-	warmed := make(chan struct{})
-	time.AfterFunc(d/4, func() { p0, s0 = cpuTime(pr.proc.cmd.Process.Pid), cpuTime(os.Getpid()); close(warmed) })
+	var warm, wg sync.WaitGroup
+	begin := make(chan struct{})
+	var until time.Time
 	for range conc {
+		warm.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			err := call()
+			warm.Done()
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			<-begin
 			var mine []time.Duration
-			for {
-				s := time.Now()
-				if !s.Before(until) {
-					break
-				}
-				i := int(n.Add(1))
-				if _, err := c.Send(ctx, engagelab.Request{To: dest(i), Code: "123456", Template: engagelab.Template{ID: "bench"}}); err != nil {
+			for s := time.Now(); s.Before(until); s = time.Now() {
+				if err := call(); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
-				if !s.Before(from) {
-					mine = append(mine, time.Since(s))
-				}
+				mine = append(mine, time.Since(s))
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
 			mu.Unlock()
 		}()
 	}
+	warm.Wait()
+	p0, s0, t0 := cpuTime(pr.proc.cmd.Process.Pid), cpuTime(os.Getpid()), time.Now()
+	until = t0.Add(d)
+	close(begin)
 	wg.Wait()
-	<-warmed
-	el := time.Since(from).Seconds()
+	el := time.Since(t0).Seconds()
 	if err, _ := firstErr.Load().(error); err != nil {
 		return capacity{}, fmt.Errorf("direct loop: %w", err)
 	}
