@@ -124,6 +124,7 @@ type Worker struct {
 	limiter *rateLimiter      // nil: no rate limit
 	keys    *sealing.Keyring  // nil: codes in plaintext only
 	scrub   *scrubber         // nil: codes kept
+	watch   *redisWatch       // reports Redis outages, one line each way
 
 	mu      sync.Mutex
 	started bool
@@ -207,6 +208,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.limiter = newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait)
 	w.scrub = newScrubber(rdb, cfg.Logger, cfg.ScrubInterval)
+	w.watch = newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt))
 	for _, c := range cfg.RetryCodes {
 		w.extra[engagelab.Code(c)] = true
 	}
@@ -254,8 +256,8 @@ func (w *Worker) Start() error {
 	if !w.keys.Enabled() {
 		w.log.Warn("OTPQ_PAYLOAD_KEY is not set: producers without a key store codes in plaintext in Redis, and sealed codes cannot be opened here")
 	}
-	w.log.Info("worker started", "servers", len(w.servers), "concurrency", w.cfg.Concurrency,
-		"max_retry", w.cfg.MaxRetry, "poll_interval", w.cfg.PollInterval.String())
+	w.watch.start()
+	w.log.Info("worker started", startAttrs(w.cfg, w.watch.addr, len(w.servers))...)
 	return nil
 }
 
@@ -263,8 +265,12 @@ func (w *Worker) Start() error {
 // puts back what is still running and closes the Redis connections.
 func (w *Worker) Shutdown() {
 	w.mu.Lock()
+	watching := w.started && !w.stopped
 	w.stopped = true
 	w.mu.Unlock()
+	if watching {
+		w.watch.shutdown()
+	}
 	var wg sync.WaitGroup
 	for _, s := range w.servers {
 		wg.Add(1)

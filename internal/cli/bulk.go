@@ -142,11 +142,8 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 			return usagef("%v", err)
 		}
 		defer p.Close()
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = p.Ping(pctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("bulk: redis: %w", err)
+		if err := reach(ctx, p, ropt); err != nil {
+			return err
 		}
 		cfg.Sender = p
 	}

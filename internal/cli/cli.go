@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -255,13 +256,51 @@ func positive(name string, d time.Duration) error {
 }
 
 // RedisLogger carries go-redis's own messages (dial failures, pool errors,
-// printed with the standard log package by default) to slog.Default() as
-// warnings, so that a worker logging JSON does not get plain-text lines in
-// its stream when Redis goes away. Install it with redis.SetLogger. Its
-// messages name addresses, never passwords.
-type RedisLogger struct{}
+// printed with the standard log package by default) to slog, so that a
+// worker logging JSON does not get plain-text lines in its stream. Install
+// it with redis.SetLogger. Messages about Redis being unreachable go to
+// debug: go-redis repeats them for every connection it tries, while the
+// worker reports an outage once (and send, status and bulk in their
+// error). Its messages name addresses, never passwords.
+type RedisLogger struct {
+	// Logger receives the messages; nil means slog.Default().
+	Logger *slog.Logger
+}
 
 // Printf logs one go-redis message.
-func (RedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	slog.Default().WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "go-redis")
+func (r RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l := r.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	level := slog.LevelWarn
+	if redisconn.IsConnFailure(msg) {
+		level = slog.LevelDebug
+	}
+	l.Log(ctx, level, msg, "component", "go-redis")
+}
+
+// pinger is what reach needs of a producer.
+type pinger interface{ Ping(context.Context) error }
+
+// reach checks that Redis answers before a command uses it, so that an
+// outage reads "cannot reach Redis at HOST:PORT: why", once, rather than
+// the first failing call's internals (the destination guard, asynq's
+// UNKNOWN codes).
+func reach(ctx context.Context, p pinger, opt asynq.RedisConnOpt) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := p.Ping(ctx); err != nil {
+		return fmt.Errorf("cannot reach Redis at %s: %w", redisconn.Addr(opt), err)
+	}
+	return nil
+}
+
+// reachOr is err, unless Redis stopped answering meanwhile: then it says so.
+func reachOr(ctx context.Context, p pinger, opt asynq.RedisConnOpt, err error) error {
+	if rerr := reach(ctx, p, opt); rerr != nil {
+		return rerr
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -129,13 +130,39 @@ func TestSendCodeFromEnvAndFile(t *testing.T) {
 	require.Equal(t, 2, b.pending(t, "critical"))
 }
 
-func TestSendRedisDown(t *testing.T) {
-	b := bundle{env: map[string]string{"OTPQ_REDIS_URL": "redis://127.0.0.1:1/0"}}
-	r := b.run(t, context.Background(), "send", "--to", "+8618701235678", "--code", canaryCode, "--template", "t")
-	require.Equal(t, ExitFailure, r.code)
-	require.Contains(t, r.stderr, "127.0.0.1:1: connect: connection refused", "says which Redis and why")
-	require.NotContains(t, r.stderr, canaryCode)
-	require.Empty(t, r.stdout, "no task ID for a send that was not enqueued")
+// With Redis down, send, status and bulk say so once, in otpq's words:
+// not the destination guard's, not asynq's UNKNOWN codes.
+func TestRedisDownSaysSoOnce(t *testing.T) {
+	b := bundle{env: map[string]string{"OTPQ_REDIS_URL": "redis://:CANARY-PW@127.0.0.1:1/0"}}
+	want := "otpq: cannot reach Redis at 127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused\n"
+	for _, args := range [][]string{
+		{"send", "--to", "+8618701235678", "--code", canaryCode, "--template", "t"},
+		{"status", "3f0c6a52-0000-4000-8000-000000000000"},
+		{"bulk", "-"},
+	} {
+		var out, errb logsink.Buffer
+		m := &Main{Stdin: strings.NewReader("to,code,template\n+8618701235678," + canaryCode + ",t\n"), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return b.env[k] }}
+		require.Equal(t, ExitFailure, m.Run(context.Background(), args), args[0])
+		require.Equal(t, want, errb.String(), args[0])
+		if args[0] != "bulk" {
+			require.Empty(t, out.String(), "%s: no task ID for a send that was not enqueued", args[0])
+		}
+	}
+}
+
+// go-redis's messages about an unreachable Redis go to debug (the command's
+// error or the worker's outage line says it once); others stay warnings.
+func TestRedisLoggerCollapsesConnectionFailures(t *testing.T) {
+	var buf logsink.Buffer
+	l := RedisLogger{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	for range 50 {
+		l.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v", 5, "dial tcp 127.0.0.1:1: connect: connection refused")
+	}
+	l.Printf(context.Background(), "redis: %s", "discarding bad PubSub connection: unexpected reply")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 1, buf.String())
+	require.Contains(t, lines[0], `"level":"WARN"`)
+	require.Contains(t, lines[0], "discarding bad PubSub connection")
 }
 
 func TestStatusNotFound(t *testing.T) {

@@ -112,6 +112,9 @@ OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, noArgs, nil)
 			return usagef("%v", err)
 		}
 		defer p.Close()
+		if err := reach(cmd.Context(), p, ropt); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 		defer cancel()
 		taskID, err := p.Send(ctx, req, opts...)
@@ -124,7 +127,7 @@ OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, noArgs, nil)
 		case errors.Is(err, producer.ErrDestinationLimited):
 			return &exitError{code: ExitLimited, msg: err.Error() + "; nothing enqueued"}
 		case err != nil:
-			return err
+			return reachOr(cmd.Context(), p, ropt, err)
 		}
 		fmt.Fprintln(m.Stdout, taskID)
 		return nil
@@ -167,9 +170,15 @@ holds it (never enqueued, or deleted after its retention).`, exactArgs(1, "one t
 			return usagef("%v", err)
 		}
 		defer p.Close()
-		st, err := p.Status(cmd.Context(), args[0])
-		if err != nil {
+		if err := reach(cmd.Context(), p, ropt); err != nil {
 			return err
+		}
+		st, err := p.Status(cmd.Context(), args[0])
+		if errors.Is(err, producer.ErrNotFound) {
+			return err
+		}
+		if err != nil {
+			return reachOr(cmd.Context(), p, ropt, err)
 		}
 		if *asJSON {
 			enc := json.NewEncoder(m.Stdout)
