@@ -309,6 +309,13 @@ type Status struct {
 	LastError   string    `json:"last_error,omitempty"`
 	NextProcess time.Time `json:"next_process_at,omitzero"`
 	CompletedAt time.Time `json:"completed_at,omitzero"`
+	// InProgress: an attempt is running now (state active); Attempts
+	// counts the attempts finished before it, LastError is the last of those.
+	InProgress bool `json:"in_progress,omitempty"`
+	// LastFailedAt is when the last failed attempt ended.
+	LastFailedAt time.Time `json:"last_failed_at,omitzero"`
+	// DeadLetteredAt is when an archived task was dead-lettered.
+	DeadLetteredAt time.Time `json:"dead_lettered_at,omitzero"`
 }
 
 // Status looks a task up in every otpq queue. It returns ErrNotFound when
@@ -331,12 +338,16 @@ func statusOf(info *asynq.TaskInfo) *Status {
 	s := &Status{
 		ID: info.ID, Queue: info.Queue, State: info.State.String(),
 		Attempts: info.Retried, LastError: info.LastErr, CompletedAt: info.CompletedAt,
+		LastFailedAt: info.LastFailedAt,
 	}
 	switch info.State {
 	case asynq.TaskStateScheduled, asynq.TaskStateRetry:
 		s.NextProcess = info.NextProcessAt
+	case asynq.TaskStateActive:
+		s.InProgress = true
 	case asynq.TaskStateArchived:
 		s.Attempts++ // asynq does not count the attempt that dead-lettered the task
+		s.DeadLetteredAt = info.LastFailedAt
 	}
 	if len(info.Result) > 0 {
 		var r task.Result

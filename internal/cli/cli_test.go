@@ -15,6 +15,7 @@ import (
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redistest"
+	"github.com/otpq/otpq/producer"
 )
 
 const canaryCode = "CANARY-3141"
@@ -234,7 +235,7 @@ func TestUnknownSubcommand(t *testing.T) {
 func TestWorkerEndToEnd(t *testing.T) {
 	b := setup(t)
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: "CANARY-SECRET"})
-	fake.SetRules(fakeengagelab.Rule{To: "+8613800000002", Code: 5013})
+	fake.SetRules(fakeengagelab.Rule{To: "+8613800000002", Code: 5013}, fakeengagelab.Rule{To: "+8613800000003", Status: 500, Code: 1000})
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
 	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
@@ -244,28 +245,43 @@ func TestWorkerEndToEnd(t *testing.T) {
 	done := make(chan int)
 	go func() {
 		m := &Main{Stdin: strings.NewReader(""), Stdout: &logsink.Buffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
-		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", ""})
+		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", "", "--retry-min-delay", "10s", "--retry-max-delay", "20s"})
 	}()
 
 	ok := b.run(t, context.Background(), "send", "--to", "+8613800000001", "--code", canaryCode, "--template", "login")
 	require.Equal(t, ExitOK, ok.code, ok.stderr)
 	bad := b.run(t, context.Background(), "send", "--to", "+8613800000002", "--code", canaryCode, "--template", "login")
 	require.Equal(t, ExitOK, bad.code, bad.stderr)
+	flaky := b.run(t, context.Background(), "send", "--to", "+8613800000003", "--code", canaryCode, "--template", "login")
+	require.Equal(t, ExitOK, flaky.code, flaky.stderr)
 
 	waitState := func(id, state string) string {
 		var out string
 		require.Eventually(t, func() bool {
 			r := b.run(t, context.Background(), "status", id)
 			out = r.stdout
-			return strings.Contains(r.stdout, "state:        "+state)
+			return strings.Contains(r.stdout, "state:          "+state+"\n")
 		}, 15*time.Second, 20*time.Millisecond, "task %s never %s; worker log:\n%s", id, state, werr.String())
 		return out
 	}
 	delivered := waitState(strings.TrimSpace(ok.stdout), "completed")
-	require.Contains(t, delivered, "send_channel: sms")
+	require.Contains(t, delivered, "send_channel:   sms")
 	require.Contains(t, delivered, "message_id:")
+	require.Contains(t, delivered, "attempts:       1 done\n")
+	require.Regexp(t, `completed_at:   \S+Z \((\d+s ago|now)\)`, delivered)
 	archived := waitState(strings.TrimSpace(bad.stdout), "archived")
-	require.Contains(t, archived, "last_error:   engagelab 5013: Number has been blacklisted")
+	require.Contains(t, archived, "last_error:     engagelab 5013: Number has been blacklisted")
+	require.Contains(t, archived, "attempts:       1 done\n")
+	require.Regexp(t, `dead_lettered:  \S+Z \((\d+s ago|now)\)`, archived, "when it was dead-lettered")
+	retrying := waitState(strings.TrimSpace(flaky.stdout), "retry")
+	require.Contains(t, retrying, "attempts:       1 done\n")
+	require.Contains(t, retrying, "last_error:     engagelab 1000: ")
+	require.Regexp(t, `next_attempt:   \S+Z \(in \d+s\)`, retrying, "when the next attempt comes")
+	r := b.run(t, context.Background(), "status", strings.TrimSpace(flaky.stdout), "--json")
+	var st map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st), r.stdout)
+	require.NotEmpty(t, st["next_process_at"])
+	require.NotEmpty(t, st["last_failed_at"])
 
 	cancel()
 	select {
@@ -280,6 +296,22 @@ func TestWorkerEndToEnd(t *testing.T) {
 	require.NotContains(t, logs, canaryCode)
 	require.NotContains(t, logs, "CANARY-SECRET")
 	require.NotContains(t, logs, "+8613800000001")
+}
+
+// While the 2nd attempt runs, status says one attempt is done and which
+// one is running, beside the 1st attempt's error.
+func TestStatusTextAttemptInProgress(t *testing.T) {
+	now := time.Date(2026, 11, 26, 7, 0, 10, 0, time.UTC)
+	var out strings.Builder
+	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "active", Attempts: 1, InProgress: true,
+		LastError: "engagelab 1000: Internal error", LastFailedAt: now.Add(-3 * time.Second)}, now)
+	require.Equal(t, `id:             t1
+queue:          critical
+state:          active
+attempts:       1 done, attempt 2 in progress
+last_error:     engagelab 1000: Internal error
+last_failed_at: 2026-11-26T07:00:07Z (3s ago)
+`, out.String())
 }
 
 func TestDevOnce(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,7 +37,7 @@ func TestWorkerBadBaseURL(t *testing.T) {
 // message_id says so in otpq status.
 func TestStatusShowsUnconfirmedOutcome(t *testing.T) {
 	var out strings.Builder
-	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "completed", Attempts: 1, Outcome: "accepted_unconfirmed"})
-	require.Contains(t, out.String(), "outcome:      accepted_unconfirmed\n")
+	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "completed", Attempts: 1, Outcome: "accepted_unconfirmed"}, time.Now())
+	require.Contains(t, out.String(), "outcome:        accepted_unconfirmed\n")
 	require.NotContains(t, out.String(), "message_id:")
 }

@@ -185,28 +185,52 @@ holds it (never enqueued, or deleted after its retention).`, exactArgs(1, "one t
 			enc.SetIndent("", "  ")
 			return enc.Encode(st)
 		}
-		printStatus(m.Stdout, st)
+		printStatus(m.Stdout, st, time.Now())
 		return nil
 	}
 	return cmd
 }
 
-// printStatus writes a task's status as aligned "key: value" lines.
-func printStatus(w io.Writer, st *producer.Status) {
-	fmt.Fprintf(w, "id:           %s\nqueue:        %s\nstate:        %s\nattempts:     %d\n", st.ID, st.Queue, st.State, st.Attempts)
+// printStatus writes a task's status as aligned "key: value" lines, the
+// attempts counted as the provider saw them: while the 2nd attempt runs,
+// "1 done, the 2nd in progress", next to the 1st attempt's error.
+func printStatus(w io.Writer, st *producer.Status, now time.Time) {
+	at := func(t time.Time) string {
+		s := t.UTC().Format(time.RFC3339)
+		switch d := t.Sub(now).Round(time.Second); {
+		case d > 0:
+			s += fmt.Sprintf(" (in %s)", d)
+		case d < 0:
+			s += fmt.Sprintf(" (%s ago)", -d)
+		default:
+			s += " (now)"
+		}
+		return s
+	}
+	attempts := fmt.Sprintf("%d done", st.Attempts)
+	if st.InProgress {
+		attempts += fmt.Sprintf(", attempt %d in progress", st.Attempts+1)
+	}
+	fmt.Fprintf(w, "id:             %s\nqueue:          %s\nstate:          %s\nattempts:       %s\n", st.ID, st.Queue, st.State, attempts)
 	if st.Outcome != "" {
-		fmt.Fprintf(w, "outcome:      %s\n", st.Outcome)
+		fmt.Fprintf(w, "outcome:        %s\n", st.Outcome)
 	}
 	if st.MessageID != "" {
-		fmt.Fprintf(w, "message_id:   %s\nsend_channel: %s\n", st.MessageID, st.SendChannel)
+		fmt.Fprintf(w, "message_id:     %s\nsend_channel:   %s\n", st.MessageID, st.SendChannel)
 	}
 	if st.LastError != "" {
-		fmt.Fprintf(w, "last_error:   %s\n", st.LastError)
+		fmt.Fprintf(w, "last_error:     %s\n", st.LastError)
+		if !st.LastFailedAt.IsZero() {
+			fmt.Fprintf(w, "last_failed_at: %s\n", at(st.LastFailedAt))
+		}
 	}
 	if !st.NextProcess.IsZero() {
-		fmt.Fprintf(w, "next_attempt: %s\n", st.NextProcess.Format(time.RFC3339))
+		fmt.Fprintf(w, "next_attempt:   %s\n", at(st.NextProcess))
+	}
+	if !st.DeadLetteredAt.IsZero() {
+		fmt.Fprintf(w, "dead_lettered:  %s\n", at(st.DeadLetteredAt))
 	}
 	if !st.CompletedAt.IsZero() {
-		fmt.Fprintf(w, "completed_at: %s\n", st.CompletedAt.Format(time.RFC3339))
+		fmt.Fprintf(w, "completed_at:   %s\n", at(st.CompletedAt))
 	}
 }
