@@ -272,7 +272,7 @@ func TestBulkRedisDown(t *testing.T) {
 	m := &Main{Stdin: strings.NewReader(csvRows(3)), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
 	code := m.Run(context.Background(), []string{"bulk", "--redis-url", "redis://127.0.0.1:1/0", "-"})
 	require.Equal(t, ExitFailure, code)
-	require.Contains(t, errb.String(), "redis")
+	require.Contains(t, errb.String(), "cannot reach Redis at 127.0.0.1:1")
 	require.NotContains(t, out.String()+errb.String(), bulkCanary)
 }
 
