@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
@@ -334,10 +335,16 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 }
 
+// maxErrorText caps Status.LastError: above any archive reason otpq writes
+// (a provider message is capped at engagelab.MaxMessageText).
+const maxErrorText = 2048
+
+// statusOf builds a Status from asynq's view of a task. Its strings are
+// printable: control characters escaped, lengths capped.
 func statusOf(info *asynq.TaskInfo) *Status {
 	s := &Status{
 		ID: info.ID, Queue: info.Queue, State: info.State.String(),
-		Attempts: info.Retried, LastError: info.LastErr, CompletedAt: info.CompletedAt,
+		Attempts: info.Retried, LastError: engagelab.Printable(info.LastErr, maxErrorText), CompletedAt: info.CompletedAt,
 		LastFailedAt: info.LastFailedAt,
 	}
 	switch info.State {
@@ -352,7 +359,11 @@ func statusOf(info *asynq.TaskInfo) *Status {
 	if len(info.Result) > 0 {
 		var r task.Result
 		if json.Unmarshal(info.Result, &r) == nil {
-			s.MessageID, s.SendChannel, s.Attempts = r.MessageID, r.SendChannel, r.Attempts
+			// Workers store provider text escaped and capped; escaped again
+			// here for results written before they did.
+			s.MessageID = engagelab.Printable(r.MessageID, engagelab.MaxIDText)
+			s.SendChannel = engagelab.Printable(r.SendChannel, engagelab.MaxIDText)
+			s.Attempts = r.Attempts
 			s.Outcome = string(r.Outcome)
 			if s.Outcome == "" && info.State == asynq.TaskStateCompleted {
 				s.Outcome = string(outcome.Delivered) // written by a worker that predates Outcome

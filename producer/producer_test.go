@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -191,4 +192,21 @@ func TestSendHonoursDeadlineWhenRedisStalls(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Send ignored its context deadline against a stalled Redis")
 	}
+}
+
+// TestStatusIsPrintable: a result or error stored raw (by a worker that
+// predates provider-text escaping) still comes out of Status escaped and
+// capped, so that otpq status never writes a terminal escape.
+func TestStatusIsPrintable(t *testing.T) {
+	huge := strings.Repeat("7", 60<<10)
+	res, err := json.Marshal(map[string]any{"message_id": "\x1b[2J\n" + huge, "send_channel": "sms\r", "attempts": 1})
+	require.NoError(t, err)
+	st := statusOf(&asynq.TaskInfo{ID: "t", Queue: QueueCritical, State: asynq.TaskStateCompleted, Result: res,
+		LastErr: "engagelab 3003: \x1b]0;pwned\x07" + huge})
+	require.True(t, strings.HasPrefix(st.MessageID, `\x1b[2J\n777`), st.MessageID[:16])
+	require.LessOrEqual(t, len(st.MessageID), 128)
+	require.Equal(t, `sms\r`, st.SendChannel)
+	require.True(t, strings.HasPrefix(st.LastError, `engagelab 3003: \x1b]0;pwned\a`), st.LastError[:40])
+	require.LessOrEqual(t, len(st.LastError), 2048)
+	require.Equal(t, "delivered", st.Outcome)
 }

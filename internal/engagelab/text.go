@@ -18,15 +18,20 @@ const (
 )
 
 // providerText makes text that came from the provider (or from the network)
-// safe to store, log and print, in this order: the code and the full
-// destination are redacted first, so that a cut can never leave part of
-// them behind; control, format (bidi, zero-width) and invalid UTF-8 bytes
-// are escaped Go-style (\x1b, \n, \u202e, \xff), so that nothing reaches a
-// terminal raw; then the result is cut at limit bytes on a character
-// boundary, never inside an escape, and marked with "…".
+// safe to store, log and print: the code and the full destination are
+// redacted first, so that a cut can never leave part of them behind; then
+// Printable escapes and caps it.
 func providerText(s string, req Request, limit int) string {
+	return Printable(scrub(s, req), limit)
+}
+
+// Printable escapes control, format (bidi, zero-width) characters and
+// invalid UTF-8 bytes Go-style (\x1b, \n, \u202e, \xff), so that nothing
+// reaches a terminal raw, then cuts the result at limit bytes on a character
+// boundary, never inside an escape, marked with "…". Text already escaped
+// passes unchanged. It redacts nothing: redact before calling it.
+func Printable(s string, limit int) string {
 	const mark = "…"
-	s = scrub(s, req)
 	var b strings.Builder
 	fit := 0 // length of b at the last piece boundary that leaves room for mark
 	for i := 0; i < len(s); {
