@@ -316,9 +316,53 @@ last_failed_at: 2026-11-26T07:00:07Z (3s ago)
 
 func TestDevOnce(t *testing.T) {
 	b := bundle{}
-	r := b.run(t, context.Background(), "dev", "--once", "--http-addr", "")
+	r := b.run(t, context.Background(), "dev", "--once")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Regexp(t, `delivered +task \S+ → completed after 1 attempt\(s\), message_id \d{19} via sms`, r.stdout)
 	require.Regexp(t, `retried, then delivered +task \S+ → completed after 2 attempt\(s\)`, r.stdout)
 	require.Regexp(t, `dead-lettered +task \S+ → archived after 1 attempt\(s\), reason "engagelab 5013: Number has been blacklisted"`, r.stdout)
+	require.NotContains(t, r.stdout, "/monitoring/", "no link to a UI that is gone when read")
+	require.Contains(t, r.stdout, "Web UI:  not served with --once")
+}
+
+// otpq dev prints the outcome of the user's own sends too, points at otpq
+// status, and says when Ctrl-C stopped it.
+func TestDevShowsEveryOutcome(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out logsink.Buffer
+	done := make(chan int)
+	go func() {
+		m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &logsink.Buffer{}, Getenv: func(string) string { return "" }}
+		done <- m.Run(ctx, []string{"dev", "--http-addr", ""})
+	}()
+	var redisURL string
+	require.Eventually(t, func() bool {
+		_, rest, ok := strings.Cut(out.String(), "Enqueue more with: OTPQ_REDIS_URL=")
+		redisURL, _, _ = strings.Cut(rest, " ")
+		return ok && redisURL != ""
+	}, 30*time.Second, 20*time.Millisecond, "dev never got ready")
+
+	user := bundle{env: map[string]string{"OTPQ_REDIS_URL": redisURL}}
+	sent := user.run(t, context.Background(), "send", "--to", "+8613800138002", "--code", canaryCode, "--template", "demo-login")
+	require.Equal(t, ExitOK, sent.code, sent.stderr)
+	id := strings.TrimSpace(sent.stdout)
+	ok := user.run(t, context.Background(), "send", "--to", "+8613800138009", "--code", canaryCode, "--template", "demo-login")
+	require.Equal(t, ExitOK, ok.code, ok.stderr)
+	okID := strings.TrimSpace(ok.stdout)
+	require.Eventually(t, func() bool {
+		s := out.String()
+		return strings.Contains(s, "task "+id+" → dead-lettered after 1 attempt(s): engagelab 5013: Number has been blacklisted  (otpq status "+id+")") &&
+			strings.Contains(s, "task "+okID+" → delivered after 1 attempt(s), message_id ")
+	}, 15*time.Second, 20*time.Millisecond, out.String())
+
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, ExitOK, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not stop")
+	}
+	require.True(t, strings.HasSuffix(out.String(), "otpq dev: stopped; the embedded Redis and its tasks are gone.\n"), out.String())
+	require.NotContains(t, out.String(), canaryCode)
 }

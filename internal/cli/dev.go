@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -91,9 +94,11 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	if err != nil {
 		return err
 	}
-	uiAddr, stopOps, err := m.startDevOps(of, redisURL, reg, w.Ready, logger)
-	if err != nil {
-		return err
+	uiAddr, stopOps := "", func() {}
+	if !once { // with --once the UI would be gone by the time its link is read
+		if uiAddr, stopOps, err = m.startDevOps(of, redisURL, reg, w.Ready, logger); err != nil {
+			return err
+		}
 	}
 	defer stopOps()
 	if err := w.Start(); err != nil {
@@ -106,19 +111,24 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	}
 	defer p.Close()
 
-	out := m.Stdout
+	out := &lockedWriter{w: m.Stdout}
 	fmt.Fprintf(out, "otpq dev: embedded Redis at %s, fake EngageLab at http://%s\n", redisURL, ln.Addr())
-	if uiAddr != "" {
+	switch {
+	case once:
+		fmt.Fprintln(out, "Web UI:  not served with --once (it would close when the samples finish); run otpq dev without --once to browse it")
+	case uiAddr != "":
 		fmt.Fprintf(out, "Web UI:  http://%s%s\nMetrics: http://%s/metrics  (health: /healthz, /readyz)\n", uiAddr, ops.UIPath, uiAddr)
 	}
 	fmt.Fprintf(out, "Sending %d sample codes…\n", len(devSamples))
 	ids := make([]string, len(devSamples))
+	samples := map[string]bool{}
 	for i, s := range devSamples {
 		id, err := p.Send(ctx, producer.Request{To: s.to, Code: fmt.Sprintf("%06d", 100000+i*111111), TemplateID: "demo-login"})
 		if err != nil {
 			return fmt.Errorf("dev: send sample: %w", err)
 		}
 		ids[i] = id
+		samples[id] = true
 	}
 	for i, s := range devSamples {
 		st, err := waitFinal(ctx, p, ids[i], 30*time.Second)
@@ -138,9 +148,73 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 		return nil
 	}
 	fmt.Fprintf(out, "Enqueue more with: OTPQ_REDIS_URL=%s OTPQ_CODE=123456 go run ./cmd/otpq send --to +8613800138000 --template demo-login\n", redisURL)
+	fmt.Fprintln(out, "Every outcome of every send shows below; details: otpq status ID (with the same OTPQ_REDIS_URL).")
 	fmt.Fprintln(out, "Press Ctrl-C to stop.")
-	<-ctx.Done()
+	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
+	defer ins.Close()
+	watchOutcomes(ctx, ins, p, out, samples)
+	fmt.Fprintln(out, "otpq dev: stopped; the embedded Redis and its tasks are gone.")
 	return nil
+}
+
+// lockedWriter serialises the dev terminal's writers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// watchOutcomes prints, until ctx ends, every outcome of every send but the
+// samples (runDev reports those): a retry, a delivery, a dead letter, each
+// once, with a pointer to otpq status.
+func watchOutcomes(ctx context.Context, ins *asynq.Inspector, p *producer.Producer, out io.Writer, skip map[string]bool) {
+	seen := map[string]string{} // task ID → the state and attempt count last printed
+	list := []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){ins.ListRetryTasks, ins.ListArchivedTasks, ins.ListCompletedTasks}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, q := range []string{producer.QueueCritical, producer.QueueBulk} {
+			for _, l := range list {
+				infos, _ := l(q, asynq.PageSize(1000)) // a queue not created yet lists nothing
+				for _, info := range infos {
+					key := fmt.Sprintf("%s/%d", info.State, info.Retried)
+					if skip[info.ID] || seen[info.ID] == key {
+						continue
+					}
+					seen[info.ID] = key
+					if st, err := p.Status(ctx, info.ID); err == nil {
+						fmt.Fprintln(out, outcomeLine(st))
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// outcomeLine is one outcome as the dev terminal shows it.
+func outcomeLine(st *producer.Status) string {
+	var what string
+	switch st.State {
+	case "completed":
+		what = fmt.Sprintf("delivered after %d attempt(s), message_id %s via %s", st.Attempts, st.MessageID, st.SendChannel)
+	case "archived":
+		what = fmt.Sprintf("dead-lettered after %d attempt(s): %s", st.Attempts, st.LastError)
+	case "retry":
+		what = fmt.Sprintf("attempt %d failed (%s); next attempt at %s", st.Attempts, st.LastError, st.NextProcess.Format(time.TimeOnly))
+	default:
+		what = st.State
+	}
+	return fmt.Sprintf("  task %s → %s  (otpq status %s)", st.ID, what, st.ID)
 }
 
 // waitFinal polls a task until it is completed or archived.
