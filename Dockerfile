@@ -1,7 +1,8 @@
 # otpq image: a static binary on an empty base, running as a non-root user.
 #   docker build -t otpq .
 #   docker run otpq worker …   (see docker-compose.yml)
-FROM golang:1.26-bookworm AS build
+# The Go toolchain of go.mod, exactly (internal/ops/compose_test.go checks it).
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/otpq
 
-.PHONY: help build test test-fault reliability docs dev lint compose-up bench
+.PHONY: help build test test-fault reliability docs dev lint compose-up compose-fake bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,5 +42,9 @@ lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 
-compose-up: ## docker compose up: redis, fake EngageLab, worker (UI on http://127.0.0.1:8080/monitoring/)
+compose-up: ## docker compose up: redis and a worker on the real EngageLab (needs ENGAGELAB_DEV_KEY/_SECRET)
 	docker compose up --build
+
+compose-fake: ## docker compose up with the fake EngageLab instead (UI on http://127.0.0.1:8080/monitoring/)
+	ENGAGELAB_BASE_URL=http://fake-engagelab:8090 ENGAGELAB_DEV_KEY=compose-dev-key ENGAGELAB_DEV_SECRET=compose-dev-secret \
+		docker compose --profile fake up --build

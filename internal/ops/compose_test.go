@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -48,10 +49,10 @@ func otpqAccepts(t *testing.T, args []string) {
 
 // TestComposeFile: the compose file parses, runs Redis with AOF and
 // noeviction, the worker with its /readyz health check and the UI protected,
-// the fake provider, and only otpq commands that exist.
+// the fake provider only on request, and only otpq commands that exist.
 func TestComposeFile(t *testing.T) {
 	p := loadCompose(t, nil)
-	require.ElementsMatch(t, []string{"redis", "worker", "fake-engagelab"}, p.ServiceNames(), "prometheus is behind a profile")
+	require.ElementsMatch(t, []string{"redis", "worker"}, p.ServiceNames(), "the fake, the otpq tool and prometheus are behind profiles")
 
 	redis := p.Services["redis"]
 	cmd := strings.Join(redis.Command, " ")
@@ -68,18 +69,61 @@ func TestComposeFile(t *testing.T) {
 	require.Contains(t, hc, "http://127.0.0.1:8080/readyz")
 	otpqAccepts(t, hc[2:])
 	require.Equal(t, "redis://redis:6379/0", *w.Environment["OTPQ_REDIS_URL"])
-	require.Equal(t, "http://fake-engagelab:8090", *w.Environment["ENGAGELAB_BASE_URL"], "compose up works without real credentials")
+	require.Equal(t, "https://otp.api.engagelab.cc", *w.Environment["ENGAGELAB_BASE_URL"], "real credentials never go to the fake by default")
+	require.Empty(t, *w.Environment["ENGAGELAB_DEV_KEY"], "no made-up credentials: the worker refuses to start without real ones")
 	require.Equal(t, "true", *w.Environment["OTPQ_UI_READ_ONLY"], "the UI listens on 0.0.0.0 in the container: read-only unless credentials are set")
 	require.Contains(t, w.DependsOn, "redis")
 	require.Len(t, w.Ports, 1)
 	require.Equal(t, "127.0.0.1", w.Ports[0].HostIP)
 	require.Equal(t, uint32(8080), w.Ports[0].Target)
 
-	fake := p.Services["fake-engagelab"]
+	fake := loadCompose(t, nil, "fake").Services["fake-engagelab"]
+	require.Equal(t, []string{"fake"}, fake.Profiles, "the fake provider is opt-in")
 	require.Equal(t, "fake-engagelab", fake.Command[0])
 	otpqAccepts(t, fake.Command)
 	require.Equal(t, w.Image, fake.Image, "one image for both")
 }
+
+// TestComposeFake: make compose-fake points the worker at the fake, and
+// only then does the fake run.
+func TestComposeFake(t *testing.T) {
+	mk, err := os.ReadFile(filepath.Join(repoRoot(t), "Makefile"))
+	require.NoError(t, err)
+	_, target, ok := strings.Cut(string(mk), "\ncompose-fake:")
+	require.True(t, ok, "make compose-fake exists")
+	target, _, _ = strings.Cut(target, "\n\n")
+	require.Contains(t, target, "ENGAGELAB_BASE_URL=http://fake-engagelab:8090")
+	require.Contains(t, target, "docker compose --profile fake up")
+	p := loadCompose(t, []string{"ENGAGELAB_BASE_URL=http://fake-engagelab:8090", "ENGAGELAB_DEV_KEY=k", "ENGAGELAB_DEV_SECRET=s"}, "fake")
+	require.Contains(t, p.ServiceNames(), "fake-engagelab")
+	require.Equal(t, "http://fake-engagelab:8090", *p.Services["worker"].Environment["ENGAGELAB_BASE_URL"])
+}
+
+// TestComposeEnqueue: the documented way to enqueue a code into the
+// stack, docker compose run --rm otpq send …, names a service that runs the
+// otpq image against the stack's Redis, takes the code from OTPQ_CODE, and
+// a command line otpq accepts.
+func TestComposeEnqueue(t *testing.T) {
+	p := loadCompose(t, []string{"OTPQ_CODE=398210"}, "tools")
+	tool, ok := p.Services["otpq"]
+	require.True(t, ok, "an otpq service for docker compose run")
+	require.Equal(t, []string{"tools"}, tool.Profiles, "never started by docker compose up")
+	require.Equal(t, p.Services["worker"].Image, tool.Image)
+	require.Equal(t, "redis://redis:6379/0", *tool.Environment["OTPQ_REDIS_URL"])
+	require.Equal(t, "398210", *tool.Environment["OTPQ_CODE"], "the code passes through the environment, not a flag")
+	require.Contains(t, tool.DependsOn, "redis")
+
+	for _, doc := range []string{"docker-compose.yml", "README.md"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot(t), doc))
+		require.NoError(t, err)
+		_, line, ok := strings.Cut(string(b), "docker compose run --rm otpq send ")
+		require.True(t, ok, "%s documents docker compose run --rm otpq send", doc)
+		line, _, _ = strings.Cut(line, "\n")
+		line, _, _ = strings.Cut(line, "`")
+		otpqAccepts(t, append([]string{"send"}, strings.Fields(line)...))
+	}
+}
+
 
 // TestComposeFileEnvironment: operators override the provider and the UI
 // credentials from the environment, and the Prometheus profile loads.
@@ -99,7 +143,8 @@ func TestComposeFileEnvironment(t *testing.T) {
 }
 
 // TestDockerfile: multi-stage, static, non-root, health-checked by otpq
-// itself with a command otpq accepts.
+// itself with a command otpq accepts, built with go.mod's exact Go; the
+// Prometheus image is pinned too.
 func TestDockerfile(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
 	require.NoError(t, err)
@@ -111,6 +156,15 @@ func TestDockerfile(t *testing.T) {
 	require.Contains(t, df, `CMD ["/usr/local/bin/otpq", "healthcheck", "--url", "http://127.0.0.1:8080/readyz"]`)
 	otpqAccepts(t, []string{"healthcheck", "--url", "http://127.0.0.1:8080/readyz"})
 	otpqAccepts(t, []string{"worker", "--http-addr", "0.0.0.0:8080"})
+
+	mod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+\.\d+)$`).FindStringSubmatch(string(mod))
+	require.NotNil(t, m, "go.mod names an exact Go version")
+	require.Contains(t, df, "\nFROM golang:"+m[1]+"-", "the image builds with go.mod's Go, exactly")
+
+	prom := loadCompose(t, nil, "metrics").Services["prometheus"]
+	require.Regexp(t, `^prom/prometheus:v\d+\.\d+\.\d+$`, prom.Image, "a fixed version, not latest")
 }
 
 func boolInt(b bool) int {
