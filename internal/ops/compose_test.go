@@ -124,7 +124,6 @@ func TestComposeEnqueue(t *testing.T) {
 	}
 }
 
-
 // TestComposeFileEnvironment: operators override the provider and the UI
 // credentials from the environment, and the Prometheus profile loads.
 func TestComposeFileEnvironment(t *testing.T) {
