@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/redisserver"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 )
@@ -270,54 +271,34 @@ func tail(path string, n int) string {
 // ---- redis-server ----
 
 type redisProc struct {
-	t    *testing.T
-	port int
-	dir  string
-	aof  bool
-	proc *proc
-	c    *redis.Client
+	srv *redisserver.Server
+	c   *redis.Client
 }
 
-// startRedis runs a private redis-server on a free port with its own data
-// directory; never the shared 127.0.0.1:6379.
+// startRedis runs a private redis-server (internal/redisserver) on a free
+// port with its own data directory; never the shared 127.0.0.1:6379. With
+// aof every write is fsynced before it is acknowledged.
 func startRedis(t *testing.T, aof bool) *redisProc {
 	t.Helper()
-	r := &redisProc{t: t, port: freePort(t), dir: t.TempDir(), aof: aof}
-	r.start()
-	r.c = redis.NewClient(&redis.Options{Addr: r.addr()})
-	t.Cleanup(func() { r.c.Close() })
+	var args []string
+	if aof {
+		args = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	srv, err := redisserver.Start(context.Background(), redisserver.Config{Bin: env.redisServer, Dir: t.TempDir(), Args: args})
+	require.NoError(t, err, "start redis-server")
+	r := &redisProc{srv: srv, c: redis.NewClient(&redis.Options{Addr: srv.Addr})}
+	t.Cleanup(func() {
+		r.c.Close()
+		srv.Stop()
+		if t.Failed() {
+			t.Logf("---- last lines of redis-server (%s) ----\n%s", srv.LogPath(), tail(srv.LogPath(), 30))
+		}
+	})
 	return r
 }
 
-func (r *redisProc) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-func (r *redisProc) url() string  { return "redis://" + r.addr() + "/0" }
-
-func (r *redisProc) start() {
-	r.t.Helper()
-	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
-		"--save", "", "--daemonize", "no", "--protected-mode", "no"}
-	if r.aof {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
-	} else {
-		args = append(args, "--appendonly", "no")
-	}
-	r.proc = startProc(r.t, "redis-server", env.redisServer, nil, args...)
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || !r.proc.running() {
-			r.t.Fatalf("redis-server on %s did not answer PING within 10s: %v\n%s", r.addr(), err, r.proc.log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (r *redisProc) addr() string { return r.srv.Addr }
+func (r *redisProc) url() string  { return r.srv.URL() }
 
 // ---- fake provider ----
 

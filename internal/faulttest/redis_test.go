@@ -79,10 +79,9 @@ func TestRedisRestartedMidRun(t *testing.T) {
 	loop := b.produce(10*time.Millisecond, nil)
 	b.waitDelivered(50, 30*time.Second)
 
-	b.redis.proc.signal(syscall.SIGKILL)
-	require.True(t, b.redis.proc.wait(5*time.Second))
+	require.NoError(t, b.redis.srv.Kill())
 	time.Sleep(2 * time.Second)
-	b.redis.start()
+	require.NoError(t, b.redis.srv.Restart(context.Background()))
 	time.Sleep(2 * time.Second)
 	rejected, errs := loop.halt()
 
@@ -111,7 +110,7 @@ func TestRedisUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, status, "/readyz before the outage: %s", body)
 
-	b.redis.proc.signal(syscall.SIGSTOP)
+	require.NoError(t, b.redis.srv.Signal(syscall.SIGSTOP))
 	outageEnd := time.Now().Add(10 * time.Second)
 	notReady, probes := 0, 0
 	for time.Now().Before(outageEnd) {
@@ -123,7 +122,7 @@ func TestRedisUnreachable(t *testing.T) {
 		probes++
 		time.Sleep(min(time.Until(outageEnd), 500*time.Millisecond))
 	}
-	b.redis.proc.signal(syscall.SIGCONT)
+	require.NoError(t, b.redis.srv.Signal(syscall.SIGCONT))
 	rejected, errs := loop.halt()
 	readyAgain := time.Now()
 	waitFor(t, 30*time.Second, func() bool { st, _, _ := tryGet(w.opsURL + "/readyz"); return st == http.StatusOK },

@@ -130,6 +130,7 @@ func (s *Server) Restart(ctx context.Context) error {
 		args = append(args, "--port", "0")
 	}
 	s.cmd = exec.Command(s.cfg.Bin, append(args, s.cfg.Args...)...)
+	s.cmd.SysProcAttr = sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s (install redis-server: .ci/ensure-redis): %w", s.cfg.Bin, err)
 	}
@@ -187,6 +188,16 @@ func (s *Server) Kill() error {
 	}
 	<-s.done
 	return nil
+}
+
+// Signal sends sig to the server process: SIGSTOP freezes it (connections
+// hang, as behind a partitioned network), SIGCONT resumes it. It does
+// nothing when the server is not running.
+func (s *Server) Signal(sig syscall.Signal) error {
+	if !s.Running() {
+		return nil
+	}
+	return s.cmd.Process.Signal(sig)
 }
 
 // Stop kills the server and removes its directory if Start created it.
