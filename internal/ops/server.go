@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/httpserve"
 	"github.com/otpq/otpq/internal/metrics"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
@@ -166,26 +167,11 @@ func (s *Server) Listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves on ln until ctx is done, then shuts down within 5s and
-// closes the server's Redis connections.
+// Serve serves on ln until ctx is done, then shuts down (see
+// httpserve.Serve) and closes the server's Redis connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = srv.Shutdown(sctx)
-		cancel()
-		<-done
-	}
-	s.Close()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	defer s.Close()
+	return httpserve.Serve(ctx, ln, s.handler)
 }
 
 // Close releases the Redis connections.
