@@ -52,16 +52,22 @@ func (e *DestinationLimitError) Error() string {
 func (e *DestinationLimitError) Unwrap() error { return ErrDestinationLimited }
 
 // destGuardScript is a sliding-window log per destination, for each key of
-// KEYS in turn: a sorted set of send tokens scored by Redis's own clock in
+// KEYS in turn: a sorted set of send tokens scored by the time in
 // milliseconds. When a set holds limit (ARGV[2]) entries it drops those
 // older than the window (ARGV[1] ms) and refuses if limit remain; else it
-// records the key's token (ARGV[2+i]). Returns a flat {counted, ms until the oldest entry leaves}
-// pair per key: {1, 0} when counted. One key for Send, a chunk of keys for
-// SendBatch on a single Redis (one key per call on a Cluster, where the
-// keys live in different slots).
+// records the key's token (ARGV[2+i]). The time is ARGV[3+#KEYS] when given
+// (the guard's injected clock), else Redis's own clock, which every
+// producer sharing the Redis shares. Returns a flat {counted, ms until the
+// oldest entry leaves} pair per key: {1, 0} when counted. One key for Send,
+// a chunk of keys for SendBatch on a single Redis (one key per call on a
+// Cluster, where the keys live in different slots). destGuard.args builds
+// ARGV.
 var destGuardScript = redis.NewScript(`
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[3 + #KEYS])
+if not now then
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local out = {}
@@ -91,6 +97,38 @@ type destGuard struct {
 	rdb    redis.UniversalClient
 	limit  int
 	window time.Duration
+	// now is the guard's clock; nil means Redis's TIME, one clock for
+	// every producer of the Redis whatever their hosts' clocks say.
+	now func() time.Time
+}
+
+// args is the script's ARGV for the given send tokens, one per key, with
+// the guard's clock reading last when it has a clock.
+func (g *destGuard) args(tokens ...string) []any {
+	args := make([]any, 0, 3+len(tokens))
+	args = append(args, g.window.Milliseconds(), g.limit)
+	for _, tok := range tokens {
+		args = append(args, tok)
+	}
+	if g.now != nil {
+		args = append(args, g.now().UnixMilli())
+	}
+	return args
+}
+
+// refused is the error for a send to to that the script refused, retryMS
+// being its answer's milliseconds until a slot frees.
+func (g *destGuard) refused(to string, retryMS int64) *DestinationLimitError {
+	return &DestinationLimitError{To: redact.Destination(to), Limit: g.limit, Window: g.window,
+		RetryAfter: time.Duration(max(retryMS, 0)) * time.Millisecond}
+}
+
+// newToken is a random guard entry, so that a release removes exactly the
+// entry its send added.
+func newToken() string {
+	var tok [12]byte
+	_, _ = rand.Read(tok[:])
+	return hex.EncodeToString(tok[:])
 }
 
 // destKey names a destination's counter by a hash of its canonical form
@@ -109,17 +147,14 @@ func (g *destGuard) take(ctx context.Context, to string) (release func(), err er
 	if g == nil {
 		return func() {}, nil
 	}
-	var tok [12]byte
-	_, _ = rand.Read(tok[:])
-	member := hex.EncodeToString(tok[:])
+	member := newToken()
 	key := destKey(to)
-	res, err := destGuardScript.Run(ctx, g.rdb, []string{key}, g.window.Milliseconds(), g.limit, member).Int64Slice()
+	res, err := destGuardScript.Run(ctx, g.rdb, []string{key}, g.args(member)...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("producer: destination guard: %w", err)
 	}
 	if res[0] == 0 {
-		return nil, &DestinationLimitError{To: redact.Destination(to), Limit: g.limit, Window: g.window,
-			RetryAfter: time.Duration(max(res[1], 0)) * time.Millisecond}
+		return nil, g.refused(to, res[1])
 	}
 	return func() {
 		// Best effort on a fresh context: the caller's may be done.

@@ -32,8 +32,43 @@ func setupWith(t *testing.T, mod func(*Config)) bundle {
 	return bundle{p: p, db: db, ins: ins, now: time.Now()}
 }
 
+// testClock is a clock that moves only when the test advances it.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// setupClocked is setupWith on a test clock that the producer and its
+// destination guard both read.
+func setupClocked(t *testing.T, mod func(*Config)) (bundle, *testClock) {
+	t.Helper()
+	clock := &testClock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	b := setupWith(t, func(c *Config) {
+		c.Now = clock.Now
+		if mod != nil {
+			mod(c)
+		}
+	})
+	require.NotNil(t, b.p.guard, "the guard is on")
+	b.p.guard.now = clock.Now
+	b.now = clock.Now()
+	return b, clock
+}
+
 func TestDestinationGuardDefaultLimit(t *testing.T) {
-	b := setupWith(t, nil)
+	b, _ := setupClocked(t, nil)
 	ctx := context.Background()
 	for range DefaultDestinationLimit {
 		_, err := b.p.Send(ctx, validRequest())
@@ -45,8 +80,7 @@ func TestDestinationGuardDefaultLimit(t *testing.T) {
 	require.True(t, errors.As(err, &dl))
 	require.Equal(t, DefaultDestinationLimit, dl.Limit)
 	require.Equal(t, DefaultDestinationWindow, dl.Window)
-	require.Greater(t, dl.RetryAfter, DefaultDestinationWindow-time.Minute)
-	require.LessOrEqual(t, dl.RetryAfter, DefaultDestinationWindow)
+	require.Equal(t, DefaultDestinationWindow, dl.RetryAfter, "no time passed since the first send")
 	require.NotContains(t, err.Error(), "+8618701235678", "the destination is masked")
 	require.Contains(t, err.Error(), "+861*******678")
 	require.NotContains(t, err.Error(), canary)
@@ -70,20 +104,55 @@ func TestDestinationGuardDefaultLimit(t *testing.T) {
 	require.Equal(t, DefaultDestinationLimit+1, n.Pending, "the refused send enqueued nothing")
 }
 
+// TestDestinationGuardWindowSlides: a refused destination gets its next
+// slot exactly when its oldest send leaves the window, by the guard's clock.
 func TestDestinationGuardWindowSlides(t *testing.T) {
-	b := setupWith(t, func(c *Config) { c.DestinationLimit, c.DestinationWindow = 2, 400*time.Millisecond })
+	b, clock := setupClocked(t, func(c *Config) { c.DestinationLimit = 2 })
 	ctx := context.Background()
-	for range 2 {
-		_, err := b.p.Send(ctx, validRequest())
-		require.NoError(t, err)
-	}
 	_, err := b.p.Send(ctx, validRequest())
+	require.NoError(t, err)
+	clock.Advance(time.Minute)
+	_, err = b.p.Send(ctx, validRequest())
+	require.NoError(t, err)
+
+	clock.Advance(time.Minute)
+	_, err = b.p.Send(ctx, validRequest())
 	var dl *DestinationLimitError
-	require.True(t, errors.As(err, &dl))
-	require.LessOrEqual(t, dl.RetryAfter, 400*time.Millisecond)
-	time.Sleep(dl.RetryAfter + 50*time.Millisecond)
+	require.True(t, errors.As(err, &dl), "the third send within the window is refused: %v", err)
+	require.Equal(t, DefaultDestinationWindow-2*time.Minute, dl.RetryAfter, "the first send leaves the window 15 min after it")
+
+	clock.Advance(dl.RetryAfter - time.Millisecond)
+	_, err = b.p.Send(ctx, validRequest())
+	require.True(t, errors.As(err, &dl), "1 ms before the first send leaves, still refused: %v", err)
+	require.Equal(t, time.Millisecond, dl.RetryAfter)
+
+	clock.Advance(time.Millisecond)
 	_, err = b.p.Send(ctx, validRequest())
 	require.NoError(t, err, "a slot frees when the oldest send leaves the window")
+	_, err = b.p.Send(ctx, validRequest())
+	require.True(t, errors.As(err, &dl), "the second send is still in the window: %v", err)
+	require.Equal(t, time.Minute, dl.RetryAfter, "the second send leaves the window one minute after the first")
+}
+
+// TestDestinationGuardRedisClock: without a clock of its own the guard
+// scores sends by Redis's TIME, so producers on hosts whose clocks differ
+// share one window.
+func TestDestinationGuardRedisClock(t *testing.T) {
+	b := setupWith(t, func(c *Config) { c.DestinationLimit = 1 })
+	require.Nil(t, b.p.guard.now)
+	ctx := context.Background()
+	before, err := b.db.Client.Time(ctx).Result()
+	require.NoError(t, err)
+	_, err = b.p.Send(ctx, validRequest())
+	require.NoError(t, err)
+	after, err := b.db.Client.Time(ctx).Result()
+	require.NoError(t, err)
+	entries, err := b.db.Client.ZRangeWithScores(ctx, destKey(validRequest().To), 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	score := int64(entries[0].Score)
+	require.GreaterOrEqual(t, score, before.UnixMilli())
+	require.LessOrEqual(t, score, after.UnixMilli())
 }
 
 // TestDestinationGuardConcurrent: 40 concurrent sends through 4 producers
