@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/otpq/otpq/internal/dest"
-	"github.com/otpq/otpq/internal/task"
+	"github.com/otpq/otpq/internal/engagelab"
 )
 
 // Limits on a Request, checked before anything is enqueued.
@@ -77,8 +76,8 @@ func (r Request) Validate() error {
 		if err := dest.CheckText(r.Language); err != nil {
 			return invalid("language", "%v", err)
 		}
-		if !slices.Contains(task.Languages, r.Language) {
-			return invalid("language", "%q is not one of %s", r.Language, strings.Join(task.Languages, ", "))
+		if !engagelab.Language(r.Language).Known() {
+			return invalid("language", "%q is not one of %s", r.Language, engagelab.LanguageList())
 		}
 	}
 	if len(r.Params) > MaxParams {

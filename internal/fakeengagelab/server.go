@@ -32,6 +32,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/otpq/otpq/internal/engagelab"
 )
 
 // APIPath is the path of the one API endpoint the fake serves.
@@ -269,10 +271,6 @@ type sendTemplate struct {
 	Params   map[string]string `json:"params"`
 }
 
-var languages = map[string]bool{
-	"default": true, "zh_CN": true, "zh_HK": true, "en": true, "ja": true, "th": true, "es": true,
-}
-
 const proxyErrorPage = `<html>
 <head><title>502 Bad Gateway</title></head>
 <body>
@@ -423,9 +421,9 @@ func validate(rc *Receipt, email bool) (status, code int, msg string) {
 		return missing("code")
 	case rc.TemplateID == "":
 		return missing("template.id")
-	case rc.Language != "" && !languages[rc.Language]:
+	case rc.Language != "" && !engagelab.Language(rc.Language).Known():
 		return http.StatusBadRequest, 3002, "Invalid request parameters. Field template.language " +
-			strconv.Quote(rc.Language) + " is not one of default, zh_CN, zh_HK, en, ja, th, es."
+			strconv.Quote(rc.Language) + " is not one of " + engagelab.LanguageList() + "."
 	}
 	if email && !validEmail(rc.To) || !email && !validPhone(rc.To) {
 		return http.StatusBadRequest, 5011, DefaultMessage(5011)
