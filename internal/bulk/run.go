@@ -118,6 +118,30 @@ type run struct {
 // an input that cannot be read any further (the summary still counts what
 // happened before).
 func Run(ctx context.Context, cfg Config) (Summary, error) {
+	cfg = cfg.withDefaults()
+	r := &run{cfg: cfg, start: cfg.Now()}
+	r.sum.DryRun = cfg.DryRun
+	stopProgress := r.progress()
+	chunks, sent := r.startSenders(ctx)
+	b := r.newBatcher(chunks)
+	interrupted, readErr := r.readAll(ctx, b)
+	r.count(func(s *Summary) {
+		s.Interrupted = interrupted
+		// Read but never handed over: not enqueued, not failed; the
+		// next run picks them up.
+		s.Rows -= int64(len(b.cur.items))
+	})
+	close(chunks)
+	sent.Wait()
+	stopProgress()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sum.Elapsed = cfg.Now().Sub(r.start)
+	return r.sum, readErr
+}
+
+// withDefaults fills in the documented defaults of cfg's zero values.
+func (cfg Config) withDefaults() Config {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -130,23 +154,17 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Rejects == nil {
 		cfg.Rejects = io.Discard
 	}
-	r := &run{cfg: cfg, start: cfg.Now()}
-	r.sum.DryRun = cfg.DryRun
+	return cfg
+}
 
-	size := ChunkSize
-	var limiter *rate.Limiter
-	if cfg.Rate > 0 {
-		burst := max(1, int(cfg.Rate/10))
-		size = min(size, burst)
-		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), burst)
-	}
-
-	stopProgress := r.progress()
+// startSenders starts the goroutines that enqueue the chunks sent on the
+// returned channel; the WaitGroup is done once the channel is closed and
+// every chunk is enqueued. Chunks already handed over are finished even
+// when ctx ends, so the summary is exact; only reading stops.
+func (r *run) startSenders(ctx context.Context) (chan<- chunk, *sync.WaitGroup) {
 	chunks := make(chan chunk, senders)
-	var wg sync.WaitGroup
-	// Chunks already handed over are finished even when ctx ends, so the
-	// summary is exact; only reading stops.
 	sendCtx := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
 	for range senders {
 		wg.Add(1)
 		go func() {
@@ -156,70 +174,84 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 		}()
 	}
+	return chunks, &wg
+}
 
-	var readErr error
-	cur := chunk{}
-	flush := func() bool {
-		if len(cur.items) == 0 {
-			return true
-		}
-		if limiter != nil {
-			if err := limiter.WaitN(ctx, len(cur.items)); err != nil {
-				return false
-			}
-		}
-		if cfg.DryRun {
-			r.count(func(s *Summary) { s.Accepted += int64(len(cur.items)) })
-		} else {
-			chunks <- cur
-		}
-		cur = chunk{items: make([]producer.BatchItem, 0, size), lines: make([]int, 0, size)}
-		return true
-	}
-	interrupted := false
+// readAll reads rows until the input ends, ctx ends (interrupted: rows
+// still in b are not handed over) or the input cannot be read any further
+// (err, after handing over the rows read before).
+func (r *run) readAll(ctx context.Context, b *batcher) (interrupted bool, err error) {
 	for {
 		if ctx.Err() != nil {
-			interrupted = true
-			break
+			return true, nil
 		}
-		row, rej, err := cfg.Reader.Next()
+		row, rej, err := r.cfg.Reader.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return !b.flush(ctx), nil
 		}
 		if err != nil {
-			readErr = err
-			break
+			return !b.flush(ctx), err
 		}
 		r.count(func(s *Summary) { s.Rows++ })
 		if rej != nil {
 			r.reject(*rej)
 			continue
 		}
-		cur.items = append(cur.items, producer.BatchItem{Request: row.Request, Options: []producer.Option{producer.DedupKey(row.Key)}})
-		cur.lines = append(cur.lines, row.Line)
-		if len(cur.items) >= size && !flush() {
-			interrupted = true
-			break
+		if !b.add(ctx, row) {
+			return true, nil
 		}
 	}
-	if !interrupted && !flush() {
-		interrupted = true
+}
+
+// batcher gathers rows into chunks and hands each full chunk to the
+// senders (or, in a dry run, counts it valid), paced by the rate limit.
+type batcher struct {
+	r       *run
+	size    int
+	limiter *rate.Limiter // nil: no limit
+	out     chan<- chunk
+	cur     chunk
+}
+
+// newBatcher makes chunks of ChunkSize rows, smaller under a rate limit so
+// that the pace stays even (a tenth of a second's rows per chunk).
+func (r *run) newBatcher(out chan<- chunk) *batcher {
+	b := &batcher{r: r, size: ChunkSize, out: out}
+	if r.cfg.Rate > 0 {
+		burst := max(1, int(r.cfg.Rate/10))
+		b.size = min(b.size, burst)
+		b.limiter = rate.NewLimiter(rate.Limit(r.cfg.Rate), burst)
 	}
-	r.count(func(s *Summary) {
-		s.Interrupted = interrupted
-		if interrupted {
-			// Read but never handed over: not enqueued, not failed;
-			// the next run picks them up.
-			s.Rows -= int64(len(cur.items))
+	return b
+}
+
+// add appends row and hands the chunk over once it is full; false when ctx
+// ended while waiting for the pace (the chunk stays unsent).
+func (b *batcher) add(ctx context.Context, row Row) bool {
+	b.cur.items = append(b.cur.items, producer.BatchItem{Request: row.Request, Options: []producer.Option{producer.DedupKey(row.Key)}})
+	b.cur.lines = append(b.cur.lines, row.Line)
+	return len(b.cur.items) < b.size || b.flush(ctx)
+}
+
+// flush hands the current chunk over; false when ctx ended while waiting
+// for the pace (the chunk stays unsent).
+func (b *batcher) flush(ctx context.Context) bool {
+	n := len(b.cur.items)
+	if n == 0 {
+		return true
+	}
+	if b.limiter != nil {
+		if err := b.limiter.WaitN(ctx, n); err != nil {
+			return false
 		}
-	})
-	close(chunks)
-	wg.Wait()
-	stopProgress()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sum.Elapsed = cfg.Now().Sub(r.start)
-	return r.sum, readErr
+	}
+	if b.r.cfg.DryRun {
+		b.r.count(func(s *Summary) { s.Accepted += int64(n) })
+	} else {
+		b.out <- b.cur
+	}
+	b.cur = chunk{items: make([]producer.BatchItem, 0, b.size), lines: make([]int, 0, b.size)}
+	return true
 }
 
 func (r *run) count(f func(*Summary)) {
