@@ -7,16 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redact"
 )
 
@@ -58,9 +54,11 @@ type Result struct {
 // that throughput is bounded by Redis rather than by round trips. It
 // returns one Result per request, in order. Each request is validated,
 // counted against its destination's limit and deduplicated exactly as Send
-// does it; one bad request never stops the others. Requests are enqueued in order within a pipeline, but pipelines
-// run concurrently, so the queue order of a large batch is only roughly
-// the request order.
+// does it; one bad request never stops the others. Each task is written
+// with its code key in the same script call, as Send does; delayed sends
+// are scheduled in the same calls. Requests are enqueued in order within a
+// pipeline, but pipelines run concurrently, so the queue order of a large
+// batch is only roughly the request order.
 func (p *Producer) SendBatch(ctx context.Context, reqs []Request, opts ...Option) []Result {
 	items := make([]BatchItem, len(reqs))
 	for i, r := range reqs {
@@ -73,28 +71,25 @@ func (p *Producer) SendBatch(ctx context.Context, reqs []Request, opts ...Option
 // example a DedupKey per send.
 func (p *Producer) SendItems(ctx context.Context, items []BatchItem, opts ...Option) []Result {
 	results := make([]Result, len(items))
-	var direct []int // delayed sends: scheduled by Send, one by one
 	var ready []pending
+	queues := map[string]bool{}
 	for i, it := range items {
-		t, aopts, err := p.prepare(it.Request, append(append([]Option(nil), opts...), it.Options...))
+		t, err := p.prepare(it.Request, append(append([]Option(nil), opts...), it.Options...))
 		if err != nil {
 			results[i].Err = err
 			continue
 		}
-		msg := messageOf(t, aopts)
-		if msg.delayed {
-			direct = append(direct, i)
-			continue
-		}
-		ready = append(ready, pending{index: i, to: it.Request.To, msg: msg})
-	}
-	for _, i := range direct {
-		results[i].ID, results[i].Err = p.Send(ctx, items[i].Request, append(append([]Option(nil), opts...), items[i].Options...)...)
+		ready = append(ready, pending{index: i, to: it.Request.To, task: t})
+		queues[t.Msg.Queue] = true
 	}
 	if len(ready) == 0 {
 		return results
 	}
-	if err := p.publishQueues(ctx, ready); err != nil {
+	names := make([]string, 0, len(queues))
+	for q := range queues {
+		names = append(names, q)
+	}
+	if err := p.publish(ctx, names...); err != nil {
 		for _, r := range ready {
 			results[r.index].Err = err
 		}
@@ -123,135 +118,8 @@ func (p *Producer) SendItems(ctx context.Context, items []BatchItem, opts ...Opt
 type pending struct {
 	index int
 	to    string
-	msg   message
+	task  asynqstore.Task
 	first int // for a repeated key: the index of its first use
-}
-
-// message is what asynq stores for a task, encoded as asynq's own client
-// encodes it (internal/proto TaskMessage), so that asynq servers, the
-// inspector and asynqmon read batch-enqueued tasks like any other.
-type message struct {
-	id, queue string
-	encoded   []byte
-	delayed   bool
-}
-
-// asynqDefaultTimeout is the task timeout asynq's client sets when a task
-// has neither a timeout nor a deadline.
-const asynqDefaultTimeout = 30 * time.Minute
-
-// messageOf builds the stored form of t with the options Send would pass
-// to asynq.Client.EnqueueContext.
-func messageOf(t *asynq.Task, aopts []asynq.Option) message {
-	m := message{queue: "default"}
-	retry, retention := 25, time.Duration(0)
-	for _, o := range aopts {
-		switch o.Type() {
-		case asynq.QueueOpt:
-			m.queue = o.Value().(string)
-		case asynq.TaskIDOpt:
-			m.id = o.Value().(string)
-		case asynq.MaxRetryOpt:
-			retry = o.Value().(int)
-		case asynq.RetentionOpt:
-			retention = o.Value().(time.Duration)
-		case asynq.ProcessInOpt, asynq.ProcessAtOpt:
-			m.delayed = true
-		}
-	}
-	if m.id == "" {
-		m.id = uuid.NewString()
-	}
-	// Field numbers and order as in asynq's internal/proto/asynq.proto,
-	// which protobuf-go marshals in field-number order; zero values are
-	// omitted (proto3).
-	var b []byte
-	b = appendString(b, 1, t.Type())
-	if len(t.Payload()) > 0 {
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, t.Payload())
-	}
-	b = appendString(b, 3, m.id)
-	b = appendString(b, 4, m.queue)
-	if retry != 0 {
-		b = protowire.AppendTag(b, 5, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(int64(int32(retry))))
-	}
-	b = protowire.AppendTag(b, 8, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(asynqDefaultTimeout/time.Second))
-	if s := int64(retention / time.Second); s != 0 {
-		b = protowire.AppendTag(b, 12, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(s))
-	}
-	headers := t.Headers()
-	keys := make([]string, 0, len(headers))
-	for k := range headers {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		var e []byte
-		e = appendString(e, 1, k)
-		e = appendString(e, 2, headers[k])
-		b = protowire.AppendTag(b, 15, protowire.BytesType)
-		b = protowire.AppendBytes(b, e)
-	}
-	m.encoded = b
-	return m
-}
-
-func appendString(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
-// enqueueScript enqueues many tasks of one queue in one call, each
-// exactly as asynq's own enqueue script (internal/rdb enqueueCmd) does: a
-// task ID that already exists is skipped (0), otherwise the task hash gets
-// msg, state and pending_since and the ID is pushed on the pending list (1).
-// All keys share the queue's {hash tag}, so it also runs on Redis Cluster.
-//
-// KEYS[1] -> asynq:{<qname>}:pending; KEYS[1+i] -> asynq:{<qname>}:t:<id_i>
-// ARGV[1] -> now in unix nsec; ARGV[2i], ARGV[2i+1] -> msg_i, id_i
-var enqueueScript = redis.NewScript(`
-local out = {}
-for i = 2, #KEYS do
-	if redis.call("EXISTS", KEYS[i]) == 1 then
-		out[i-1] = 0
-	else
-		redis.call("HSET", KEYS[i],
-		           "msg", ARGV[2*(i-1)],
-		           "state", "pending",
-		           "pending_since", ARGV[1])
-		redis.call("LPUSH", KEYS[1], ARGV[2*(i-1)+1])
-		out[i-1] = 1
-	end
-end
-return out
-`)
-
-// publishQueues registers the batch's queues in asynq's queue set (as
-// asynq's client does before its first enqueue into a queue) and loads the
-// enqueue script.
-func (p *Producer) publishQueues(ctx context.Context, ready []pending) error {
-	queues := map[string]bool{}
-	for _, r := range ready {
-		queues[r.msg.queue] = true
-	}
-	members := make([]any, 0, len(queues))
-	for q := range queues {
-		members = append(members, q)
-	}
-	if err := p.rdb.SAdd(ctx, "asynq:queues", members...).Err(); err != nil {
-		return fmt.Errorf("producer: enqueue: %w", err)
-	}
-	if err := enqueueScript.Load(ctx, p.rdb).Err(); err != nil {
-		return fmt.Errorf("producer: enqueue: %w", err)
-	}
-	return nil
 }
 
 // pipeline enqueues one chunk in one round trip (one script call per
@@ -260,10 +128,10 @@ func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Resu
 	byQueue := map[string][]pending{}
 	var order []string
 	for _, r := range chunk {
-		if _, ok := byQueue[r.msg.queue]; !ok {
-			order = append(order, r.msg.queue)
+		if _, ok := byQueue[r.task.Msg.Queue]; !ok {
+			order = append(order, r.task.Msg.Queue)
 		}
-		byQueue[r.msg.queue] = append(byQueue[r.msg.queue], r)
+		byQueue[r.task.Msg.Queue] = append(byQueue[r.task.Msg.Queue], r)
 	}
 	for _, q := range order {
 		// A key repeated within the chunk is settled by its first use,
@@ -271,11 +139,11 @@ func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Resu
 		first := map[string]int{}
 		var group, repeats []pending
 		for _, r := range byQueue[q] {
-			if i, ok := first[r.msg.id]; ok {
-				repeats = append(repeats, pending{index: r.index, to: r.to, msg: message{id: r.msg.id}, first: i})
+			if i, ok := first[r.task.Msg.ID]; ok {
+				repeats = append(repeats, pending{index: r.index, to: r.to, task: r.task, first: i})
 				continue
 			}
-			first[r.msg.id] = r.index
+			first[r.task.Msg.ID] = r.index
 			group = append(group, r)
 		}
 		releases := p.takeMany(ctx, group, results)
@@ -285,7 +153,7 @@ func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Resu
 		for _, r := range repeats {
 			switch err := results[r.first].Err; {
 			case err == nil || errors.Is(err, ErrDuplicate):
-				results[r.index] = Result{ID: r.msg.id, Err: fmt.Errorf("%w: task %s already exists", ErrDuplicate, r.msg.id)}
+				results[r.index] = Result{ID: r.task.Msg.ID, Err: duplicate(r.task.Msg.ID)}
 			default:
 				results[r.index].Err = err
 			}
@@ -378,31 +246,23 @@ func (p *Producer) releaseMany(ctx context.Context, group []pending, members map
 }
 
 func (p *Producer) enqueueMany(ctx context.Context, q string, group []pending, results []Result) {
-	keys := make([]string, 0, len(group)+1)
-	args := make([]any, 0, 2*len(group)+1)
-	keys = append(keys, "asynq:{"+q+"}:pending")
-	args = append(args, p.now().UnixNano())
-	for _, r := range group {
-		keys = append(keys, "asynq:{"+q+"}:t:"+r.msg.id)
-		args = append(args, r.msg.encoded, r.msg.id)
+	if len(group) == 0 {
+		return
 	}
-	out, err := enqueueScript.EvalSha(ctx, p.rdb, keys, args...).Int64Slice()
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		// The script cache was flushed since Load: the call did not run.
-		out, err = enqueueScript.Eval(ctx, p.rdb, keys, args...).Int64Slice()
+	tasks := make([]asynqstore.Task, len(group))
+	for i, r := range group {
+		tasks[i] = r.task
 	}
-	if err == nil && len(out) != len(group) {
-		err = fmt.Errorf("script answered %d results for %d tasks", len(out), len(group))
-	}
+	created, err := asynqstore.Enqueue(ctx, p.rdb, q, p.now(), tasks)
 	for i, r := range group {
 		res := &results[r.index]
 		switch {
 		case err != nil:
 			res.Err = fmt.Errorf("producer: enqueue: %w: %w", ErrUnknown, err)
-		case out[i] == 0:
-			res.ID, res.Err = r.msg.id, fmt.Errorf("%w: task %s already exists", ErrDuplicate, r.msg.id)
+		case !created[i]:
+			res.ID, res.Err = r.task.Msg.ID, duplicate(r.task.Msg.ID)
 		default:
-			res.ID = r.msg.id
+			res.ID = r.task.Msg.ID
 		}
 	}
 }

@@ -11,12 +11,11 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 )
 
-// A batch-enqueued task is stored byte for byte as asynq's own client
-// stores it, so servers, the inspector and asynqmon read it unchanged.
 // setupBatch is setup with the destination guard off, so that tests can
 // repeat validRequest's destination.
 func setupBatch(t *testing.T) bundle {
@@ -29,40 +28,58 @@ func setupBatch(t *testing.T) bundle {
 	return b
 }
 
-func TestSendBatchStoresWhatAsynqStores(t *testing.T) {
+// TestSendBatchStoresWhatSendStores: Send and SendItems write the same
+// task (asynqstore's parity tests compare it with asynq.Client's) and the
+// same code key, delayed sends included.
+func TestSendBatchStoresWhatSendStores(t *testing.T) {
 	b := setupBatch(t)
 	ctx := context.Background()
-	_, err := b.p.Send(ctx, validRequest(), Queue(QueueBulk), DedupKey("by-clnt1"))
-	require.NoError(t, err)
-	res := b.p.SendItems(ctx, []BatchItem{{Request: validRequest(), Options: []Option{DedupKey("by-batch")}}}, Queue(QueueBulk))
-	require.NoError(t, res[0].Err)
-	require.Equal(t, "by-batch", res[0].ID)
+	for _, opts := range [][]Option{{Queue(QueueBulk)}, {Delay(time.Minute), MaxRetry(2)}} {
+		q := QueueBulk
+		if len(opts) == 2 {
+			q = QueueCritical
+		}
+		_, err := b.p.Send(ctx, validRequest(), append(opts, DedupKey("by-send1"))...)
+		require.NoError(t, err)
+		res := b.p.SendItems(ctx, []BatchItem{{Request: validRequest(), Options: []Option{DedupKey("by-batch")}}}, opts...)
+		require.NoError(t, res[0].Err)
+		require.Equal(t, "by-batch", res[0].ID)
 
-	byClient, err := b.db.Client.HGetAll(ctx, "asynq:{bulk}:t:by-clnt1").Result()
-	require.NoError(t, err)
-	byBatch, err := b.db.Client.HGetAll(ctx, "asynq:{bulk}:t:by-batch").Result()
-	require.NoError(t, err)
-	// The encoded message differs only in the ID (same length, same place).
-	require.Equal(t, byClient["msg"], replaceID(byBatch["msg"], "by-batch", "by-clnt1"))
-	require.Equal(t, byClient["state"], byBatch["state"])
-	require.NotEmpty(t, byBatch["pending_since"])
-	queues, err := b.db.Client.SMembers(ctx, "asynq:queues").Result()
-	require.NoError(t, err)
-	require.Contains(t, queues, QueueBulk)
+		bySend, err := b.db.Client.HGetAll(ctx, asynqstore.TaskKey(q, "by-send1")).Result()
+		require.NoError(t, err)
+		byBatch, err := b.db.Client.HGetAll(ctx, asynqstore.TaskKey(q, "by-batch")).Result()
+		require.NoError(t, err)
+		require.NotEmpty(t, bySend["msg"])
+		byBatch["msg"] = strings.Replace(byBatch["msg"], "by-batch", "by-send1", 1)
+		delete(bySend, "pending_since") // the enqueue time in nanoseconds
+		delete(byBatch, "pending_since")
+		require.Equal(t, bySend, byBatch, "same fields, same message but for the ID")
+		for _, id := range []string{"by-send1", "by-batch"} {
+			v, err := b.db.Client.Get(ctx, asynqstore.CodeKey(q, id)).Result()
+			require.NoError(t, err)
+			require.Equal(t, task.CodeValue(canary), v)
+		}
+		queues, err := b.db.Client.SMembers(ctx, asynqstore.AllQueues).Result()
+		require.NoError(t, err)
+		require.Contains(t, queues, q)
 
-	info, err := b.ins.GetTaskInfo(QueueBulk, "by-batch")
-	require.NoError(t, err)
-	require.Equal(t, task.TypeSend, info.Type)
-	require.Equal(t, asynq.TaskStatePending, info.State)
-	require.Equal(t, DefaultMaxRetry, info.MaxRetry)
-	require.Equal(t, DefaultRetention, info.Retention)
-	require.Equal(t, 30*time.Minute, info.Timeout)
-	p, err := task.Decode(info.Payload)
-	require.NoError(t, err)
-	require.Equal(t, canary, p.Code)
+		info, err := b.ins.GetTaskInfo(q, "by-batch")
+		require.NoError(t, err)
+		require.Equal(t, task.TypeSend, info.Type)
+		require.Equal(t, DefaultRetention, info.Retention)
+		require.Equal(t, DefaultExpiry-time.Duration(len(opts)-1)*time.Minute, info.Timeout)
+		if len(opts) == 2 {
+			require.Equal(t, asynq.TaskStateScheduled, info.State)
+			require.Equal(t, 2, info.MaxRetry)
+		} else {
+			require.Equal(t, asynq.TaskStatePending, info.State)
+			require.Equal(t, DefaultMaxRetry, info.MaxRetry)
+		}
+		p, err := task.Decode(info.Payload)
+		require.NoError(t, err)
+		require.Empty(t, p.Code)
+	}
 }
-
-func replaceID(s, from, to string) string { return strings.Replace(s, from, to, 1) }
 
 func TestSendBatchResultPerRequest(t *testing.T) {
 	b := setupBatch(t)

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
@@ -245,14 +246,21 @@ func TestPayloadSealedAtRest(t *testing.T) {
 	require.NoError(t, err)
 	p, err := task.Decode(info.Payload)
 	require.NoError(t, err)
-	require.Equal(t, task.VersionSealed, p.V)
+	require.Equal(t, task.VersionCodeKey, p.V)
 	require.Empty(t, p.Code)
-	require.True(t, strings.HasPrefix(p.Sealed, "k1:"))
+	require.Empty(t, p.Sealed)
+	v, err := b.db.Client.Get(ctx, asynqstore.CodeKey(QueueCritical, id)).Result()
+	require.NoError(t, err)
+	_, sealed, err := task.ParseCodeValue(v)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(sealed, "k1:"))
 	kr, err := sealing.Parse(key)
 	require.NoError(t, err)
-	code, err := kr.Open(p.Sealed, p.To)
+	code, err := kr.Open(sealed, task.SealContext(p.To, id))
 	require.NoError(t, err)
 	require.Equal(t, canary, code)
+	_, err = kr.Open(sealed, p.To)
+	require.Error(t, err, "the sealed code is bound to its task, not only its destination")
 }
 
 func TestPayloadKeysInvalid(t *testing.T) {

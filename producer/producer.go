@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/redisconn"
@@ -27,9 +30,12 @@ const (
 const (
 	DefaultExpiry    = 5 * time.Minute
 	DefaultRetention = time.Hour
-	// DefaultMaxRetry bounds asynq's own retry counter; the worker applies
-	// its own, usually lower, limit and the code's expiry on top of it.
-	DefaultMaxRetry = 25
+	// DefaultMaxRetry is the retry limit stored in the task, as asynq (and
+	// its web UI) sees it: the worker's default (worker.DefaultMaxRetry), so
+	// that the UI shows the limit that applies. The worker applies its own
+	// limit and the code's expiry on top of it; attempts throttled by the
+	// provider or the rate limit do not count against either.
+	DefaultMaxRetry = 8
 )
 
 // Sentinel errors. Use errors.Is.
@@ -74,8 +80,8 @@ type Config struct {
 // Producer enqueues OTP sends. It is safe for concurrent use.
 type Producer struct {
 	rdb       redis.UniversalClient
-	client    *asynq.Client
 	inspector *asynq.Inspector
+	published sync.Map // queue names already in asynq's queue set
 	retention time.Duration
 	now       func() time.Time
 	keys      *sealing.Keyring
@@ -100,7 +106,6 @@ func New(cfg Config) (*Producer, error) {
 	p := &Producer{
 		keys:      keys,
 		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		retention: cfg.Retention,
 		now:       cfg.Now,
@@ -176,22 +181,22 @@ func DedupKey(key string) Option { return func(o *options) { o.dedupKey = key } 
 // Delay holds the send back for d; it must end before the code expires.
 func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 
-// MaxRetry caps asynq's retry counter for this task (default 25; the worker
-// applies its own limit too).
+// MaxRetry caps the retries of this task (default DefaultMaxRetry, 8; the
+// worker applies its own limit too, so the lower one wins).
 func MaxRetry(n int) Option { return func(o *options) { o.maxRetry = n } }
 
-// Prepare validates req and opts and builds the asynq task and options that
-// Send would enqueue, without touching Redis.
-func (p *Producer) prepare(req Request, opts []Option) (*asynq.Task, []asynq.Option, error) {
+// prepare validates req and opts and builds the task and code key that
+// Send would store, without touching Redis.
+func (p *Producer) prepare(req Request, opts []Option) (asynqstore.Task, error) {
 	o := options{queue: QueueCritical, maxRetry: DefaultMaxRetry}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if err := req.Validate(); err != nil {
-		return nil, nil, err
+		return asynqstore.Task{}, err
 	}
 	if o.queue != QueueCritical && o.queue != QueueBulk {
-		return nil, nil, invalid("queue", "%q is not %q or %q", o.queue, QueueCritical, QueueBulk)
+		return asynqstore.Task{}, invalid("queue", "%q is not %q or %q", o.queue, QueueCritical, QueueBulk)
 	}
 	now := p.now()
 	expires := o.expiresAt
@@ -201,62 +206,76 @@ func (p *Producer) prepare(req Request, opts []Option) (*asynq.Task, []asynq.Opt
 			d = DefaultExpiry
 		}
 		if d < 0 {
-			return nil, nil, invalid("expires_in", "must be positive")
+			return asynqstore.Task{}, invalid("expires_in", "must be positive")
 		}
 		expires = now.Add(d)
 	}
 	if !expires.After(now) {
-		return nil, nil, invalid("expires_at", "the code has already expired")
+		return asynqstore.Task{}, invalid("expires_at", "the code has already expired")
 	}
 	if o.delay < 0 {
-		return nil, nil, invalid("delay", "must not be negative")
+		return asynqstore.Task{}, invalid("delay", "must not be negative")
 	}
 	if o.delay > 0 && !now.Add(o.delay).Before(expires) {
-		return nil, nil, invalid("delay", "the code would expire before the send starts")
+		return asynqstore.Task{}, invalid("delay", "the code would expire before the send starts")
 	}
 	if o.maxRetry < 0 {
-		return nil, nil, invalid("max_retry", "must not be negative")
+		return asynqstore.Task{}, invalid("max_retry", "must not be negative")
 	}
-	tp := task.Payload{
-		To: req.To, Code: req.Code,
-		Template:  task.Template{ID: req.TemplateID, Language: req.Language, Params: req.Params},
-		ExpiresAt: expires.UTC(), CreatedAt: now.UTC(),
+	id := o.dedupKey
+	if id != "" {
+		if err := validateDedupKey(id); err != nil {
+			return asynqstore.Task{}, err
+		}
+	} else {
+		id = uuid.NewString()
 	}
+	code := task.CodeValue(req.Code)
 	if p.keys.Enabled() {
-		sealed, err := p.keys.Seal(req.Code, req.To)
+		sealed, err := p.keys.Seal(req.Code, task.SealContext(req.To, id))
 		if err != nil {
-			return nil, nil, fmt.Errorf("producer: seal code: %w", err)
+			return asynqstore.Task{}, fmt.Errorf("producer: seal code: %w", err)
 		}
-		tp.Code, tp.Sealed = "", sealed
+		code = task.SealedCodeValue(sealed)
 	}
-	payload, err := task.Encode(tp)
+	payload, err := task.Encode(task.Payload{
+		To:        req.To,
+		Template:  task.Template{ID: req.TemplateID, Language: req.Language, Params: req.Params},
+		ExpiresAt: expires.UTC(), CreatedAt: now.UTC(), RetentionSec: int64(p.retention / time.Second),
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("producer: encode payload: %w", err)
+		return asynqstore.Task{}, fmt.Errorf("producer: encode payload: %w", err)
 	}
-	aopts := []asynq.Option{
-		asynq.Queue(o.queue),
-		asynq.MaxRetry(o.maxRetry),
-		asynq.Retention(p.retention),
-	}
-	if o.dedupKey != "" {
-		if err := validateDedupKey(o.dedupKey); err != nil {
-			return nil, nil, err
-		}
-		aopts = append(aopts, asynq.TaskID(o.dedupKey))
-	}
-	if o.delay > 0 {
-		aopts = append(aopts, asynq.ProcessIn(o.delay))
-	}
-	return asynq.NewTask(task.TypeSend, payload), aopts, nil
+	start := now.Add(o.delay)
+	return asynqstore.Task{
+		Msg: asynqstore.Message{
+			Type: task.TypeSend, Payload: payload, ID: id, Queue: o.queue,
+			Retry: o.maxRetry, Timeout: attemptTimeout(start, expires), Retention: p.retention,
+		},
+		ProcessAt: start,
+		Code:      code, CodeExpiresAt: expires,
+	}, nil
+}
+
+// attemptTimeout is the timeout stored for asynq (and shown in its web UI):
+// the code's remaining life when the task becomes due, in whole seconds
+// rounded up. The worker never lets an attempt outlive the code (the
+// provider request and any rate-limit wait end at its expiry), so asynq's
+// own timeout never cuts an attempt short; the provider request itself is
+// bounded by the worker's HTTP timeout.
+func attemptTimeout(start, expires time.Time) time.Duration {
+	d := expires.Sub(start)
+	return max(time.Second, (d+time.Second-1)/time.Second*time.Second)
 }
 
 // Send validates req and enqueues it, returning the task ID. Invalid input
 // returns a *ValidationError (errors.Is ErrInvalid) and enqueues nothing; a
 // repeated DedupKey returns the existing ID and ErrDuplicate; a destination
 // over its DestinationLimit returns a *DestinationLimitError (errors.Is
-// ErrDestinationLimited) and enqueues nothing.
+// ErrDestinationLimited) and enqueues nothing. The task and its code key
+// are written in one script call: a task never exists without its code.
 func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (string, error) {
-	t, aopts, err := p.prepare(req, opts)
+	t, err := p.prepare(req, opts)
 	if err != nil {
 		return "", err
 	}
@@ -266,28 +285,48 @@ func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (strin
 	if err != nil {
 		return "", err
 	}
-	id, err := p.enqueue(ctx, t, aopts)
+	id, err := p.enqueue(ctx, t)
 	if err != nil {
 		release()
 	}
 	return id, err
 }
 
-func (p *Producer) enqueue(ctx context.Context, t *asynq.Task, aopts []asynq.Option) (string, error) {
-	info, err := p.client.EnqueueContext(ctx, t, aopts...)
-	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
-		id := ""
-		for _, o := range aopts {
-			if o.Type() == asynq.TaskIDOpt {
-				id = o.Value().(string)
-			}
-		}
-		return id, fmt.Errorf("%w: task %s already exists", ErrDuplicate, id)
+func (p *Producer) enqueue(ctx context.Context, t asynqstore.Task) (string, error) {
+	if err := p.publish(ctx, t.Msg.Queue); err != nil {
+		return "", err
 	}
+	created, err := asynqstore.Enqueue(ctx, p.rdb, t.Msg.Queue, p.now(), []asynqstore.Task{t})
 	if err != nil {
 		return "", fmt.Errorf("producer: enqueue: %w", err)
 	}
-	return info.ID, nil
+	if !created[0] {
+		return t.Msg.ID, duplicate(t.Msg.ID)
+	}
+	return t.Msg.ID, nil
+}
+
+func duplicate(id string) error { return fmt.Errorf("%w: task %s already exists", ErrDuplicate, id) }
+
+// publish registers queues in asynq's queue set once per Producer, as
+// asynq's own client does.
+func (p *Producer) publish(ctx context.Context, queues ...string) error {
+	var missing []string
+	for _, q := range queues {
+		if _, ok := p.published.Load(q); !ok {
+			missing = append(missing, q)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := asynqstore.Publish(ctx, p.rdb, missing...); err != nil {
+		return fmt.Errorf("producer: enqueue: %w", err)
+	}
+	for _, q := range missing {
+		p.published.Store(q, true)
+	}
+	return nil
 }
 
 // Status describes a task as Status finds it.

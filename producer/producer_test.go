@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -80,7 +81,7 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	db := redistest.New(t)
-	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Second) // real time: Redis expires code keys by its own clock
 	p, err := New(Config{RedisURL: db.URL(), Now: func() time.Time { return now }})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
@@ -101,10 +102,21 @@ func TestSendEnqueuesPayload(t *testing.T) {
 	p, err := task.Decode(info.Payload)
 	require.NoError(t, err)
 	require.Equal(t, task.Payload{
-		V: task.Version, To: "+8618701235678", Code: canary,
+		V: task.VersionCodeKey, To: "+8618701235678",
 		Template:  task.Template{ID: "login", Language: "en", Params: map[string]string{"name": "Bob"}},
-		ExpiresAt: b.now.Add(90 * time.Second), CreatedAt: b.now,
+		ExpiresAt: b.now.Add(90 * time.Second), CreatedAt: b.now, RetentionSec: 3600,
 	}, p)
+	require.Equal(t, 90*time.Second, info.Timeout, "asynq's timeout is the code's life: no attempt outlives it")
+	require.NotContains(t, string(info.Payload), canary)
+
+	// The code is in its own key, written with the task, expiring with the code.
+	ctx := context.Background()
+	v, err := b.db.Client.Get(ctx, asynqstore.CodeKey(QueueCritical, id)).Result()
+	require.NoError(t, err)
+	require.Equal(t, task.CodeValue(canary), v)
+	at, err := b.db.Client.PExpireTime(ctx, asynqstore.CodeKey(QueueCritical, id)).Result()
+	require.NoError(t, err)
+	require.Equal(t, b.now.Add(90*time.Second).UnixMilli(), at.Milliseconds())
 }
 
 func TestSendInvalidEnqueuesNothing(t *testing.T) {
@@ -144,6 +156,11 @@ func TestSendQueueAndDelay(t *testing.T) {
 	info, err := b.ins.GetTaskInfo(QueueBulk, id)
 	require.NoError(t, err)
 	require.Equal(t, asynq.TaskStateScheduled, info.State)
+	require.Equal(t, b.now.Add(time.Minute).Unix(), info.NextProcessAt.Unix())
+	require.Equal(t, 4*time.Minute, info.Timeout, "the code's life left when the task becomes due")
+	n, err := b.db.Client.Exists(context.Background(), asynqstore.CodeKey(QueueBulk, id)).Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "a delayed send has its code key too")
 }
 
 func TestStatus(t *testing.T) {

@@ -2,12 +2,21 @@
 // github.com/otpq/otpq/producer enqueues, through the EngageLab Custom OTP
 // Code API (POST /v1/codes).
 //
-// A Worker runs one or more asynq servers on the same Redis as the
-// producers (Config.Servers, default GOMAXPROCS) with Config.Concurrency
-// sends in flight, serving the "critical" queue strictly before "bulk" and
-// polling every 10 ms instead of asynq's 1 s, so an enqueued code reaches
-// the provider within tens of milliseconds. Any number of worker processes
-// may share one Redis (or Sentinel, or Cluster).
+// A Worker runs several asynq servers (fetch loops) on the same Redis as
+// the producers with Config.Concurrency sends in flight: one serves only
+// the "critical" queue and polls every 10 ms instead of asynq's 1 s, so an
+// enqueued code reaches the provider within tens of milliseconds;
+// Config.Servers more (default GOMAXPROCS) serve "critical" strictly before
+// "bulk" and poll every 250 ms while idle, so an idle worker costs Redis
+// little. Any number of worker processes may share one Redis (or Sentinel,
+// or Cluster).
+//
+// The code of a task is not in asynq's message: it is in its own key next
+// to the task (sealed when the producer has a payload key), which expires
+// with the code. The worker reads it at each attempt and deletes it in the
+// same write that stores the result once the code is delivered; a missing
+// code key dead-letters the task unsent. Tasks enqueued by older builds,
+// with the code inside the payload, are still delivered.
 //
 // Each provider answer is classified in one place:
 //   - delivered: the message ID and channel are stored as the task's result;
@@ -23,7 +32,6 @@
 //     and a code that expired before it could be sent (it is never sent).
 //
 // Logs carry the task ID, masked destination, template, attempt, EngageLab
-// code and latency, never the code or the credentials. Finished tasks lose
-// their stored code (see Config.ScrubInterval). Shutdown (or cancelling the
-// context given to Run) waits for in-flight sends.
+// code and latency, never the code or the credentials. Shutdown (or
+// cancelling the context given to Run) waits for in-flight sends.
 package worker

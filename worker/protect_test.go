@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,7 +12,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -181,85 +182,135 @@ func TestSealedCodeTampered(t *testing.T) {
 // storedMsg is the raw asynq message of a task as stored in Redis.
 func storedMsg(t *testing.T, b bundle, queue, id string) string {
 	t.Helper()
-	s, err := b.db.Client.HGet(context.Background(), "asynq:{"+queue+"}:t:"+id, "msg").Result()
+	s, err := b.db.Client.HGet(context.Background(), asynqstore.TaskKey(queue, id), "msg").Result()
 	require.NoError(t, err)
 	return s
 }
 
-// TestScrubFinishedTasks: a delivered task loses its code at once, a dead
-// letter when its code expires (not before: an operator may still re-run
-// it); the rest of the stored task (destination, archive reason, result)
-// stays for operators, and a re-run of a scrubbed dead letter cannot send.
-func TestScrubFinishedTasks(t *testing.T) {
-	b := setup(t, func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond })
-	// As after a Redis restart: the scrub script is not cached on the server.
-	require.NoError(t, b.db.Client.ScriptFlush(context.Background()).Err())
-	b.fake.SetRules(fakeengagelab.Rule{To: "+15556000001", Code: 5013}, fakeengagelab.Rule{To: "+15556000003", Code: 5013})
-	const shortLife = 3 * time.Second
-	dead := b.send(t, "+15556000001", producer.ExpiresIn(shortLife))
-	sent := time.Now()
-	live := b.send(t, "+15556000003") // default expiry: 5 minutes
+// codeKeyTTL is the remaining life of a task's code key; -2 when it is gone.
+func codeKeyTTL(t *testing.T, b bundle, queue, id string) time.Duration {
+	t.Helper()
+	d, err := b.db.Client.PTTL(context.Background(), asynqstore.CodeKey(queue, id)).Result()
+	require.NoError(t, err)
+	return d
+}
+
+// TestCodeKeyLifecycle: the code never sits in asynq's message; it lives
+// in the task's code key, which expires with the code, is deleted by the
+// delivery (in the same write as the result and the receipt link), and is
+// kept by a dead letter so that a re-run still delivers.
+func TestCodeKeyLifecycle(t *testing.T) {
+	b := setup(t, nil)
+	ctx := context.Background()
+	b.fake.SetRules(fakeengagelab.Rule{To: "+15556000001", Code: 5013})
+	dead := b.send(t, "+15556000001")
 	ok := b.send(t, "+15556000002")
 	require.Equal(t, asynq.TaskStateArchived, b.waitFinal(t, producer.QueueCritical, dead).State)
-	require.Equal(t, asynq.TaskStateArchived, b.waitFinal(t, producer.QueueCritical, live).State)
 	require.Equal(t, asynq.TaskStateCompleted, b.waitFinal(t, producer.QueueCritical, ok).State)
-
-	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, ok), canaryCode) },
-		5*time.Second, 20*time.Millisecond, "the delivered task keeps its code")
-	if time.Since(sent) < shortLife-500*time.Millisecond {
-		require.Contains(t, storedMsg(t, b, producer.QueueCritical, dead), canaryCode, "a dead letter loses its code before it expires")
-	}
-	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, dead), canaryCode) },
-		shortLife+5*time.Second, 20*time.Millisecond, "the dead letter keeps its code after expiry")
-	require.Contains(t, storedMsg(t, b, producer.QueueCritical, live), canaryCode, "a dead letter whose code is live keeps it for a re-run")
-
 	for _, id := range []string{dead, ok} {
-		info, err := b.ins.GetTaskInfo(producer.QueueCritical, id)
-		require.NoError(t, err)
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(info.Payload, &m))
-		require.Equal(t, true, m["scrubbed"])
-		require.NotEmpty(t, m["to"])
+		require.NotContains(t, storedMsg(t, b, producer.QueueCritical, id), canaryCode, "the code is not in asynq's message")
 	}
-	info, err := b.ins.GetTaskInfo(producer.QueueCritical, dead)
-	require.NoError(t, err)
-	require.Contains(t, info.LastErr, "engagelab 5013", "the archive reason survives scrubbing")
-	st, err := b.producer.Status(context.Background(), ok)
-	require.NoError(t, err)
-	require.NotEmpty(t, st.MessageID, "the result survives scrubbing")
 
-	// An operator re-runs the scrubbed dead letter: it cannot go out again.
+	require.Equal(t, time.Duration(-2), codeKeyTTL(t, b, producer.QueueCritical, ok), "the delivered task's code key is deleted")
+	st, err := b.producer.Status(ctx, ok)
+	require.NoError(t, err)
+	require.NotEmpty(t, st.MessageID)
+	require.Equal(t, 1, st.Attempts)
+	raw, err := b.db.Client.Get(ctx, receipts.LinkKey(producer.QueueCritical, st.MessageID)).Result()
+	require.NoError(t, err, "the receipt link is written at delivery")
+	link, err := receipts.DecodeLink(raw)
+	require.NoError(t, err)
+	require.Equal(t, ok, link.TaskID)
+	require.Equal(t, producer.QueueCritical, link.Queue)
+	require.Equal(t, "+15556**0002", link.To, "the link holds a masked destination only")
+	ttl, err := b.db.Client.PTTL(ctx, receipts.LinkKey(producer.QueueCritical, st.MessageID)).Result()
+	require.NoError(t, err)
+	require.InDelta(t, producer.DefaultRetention.Seconds(), ttl.Seconds(), 5, "the link lives as long as the result")
+
+	left := codeKeyTTL(t, b, producer.QueueCritical, dead)
+	require.InDelta(t, producer.DefaultExpiry.Seconds(), left.Seconds(), 10, "a dead letter keeps its code until it expires")
+	// An operator fixed the cause and re-runs the dead letter: delivered.
+	b.fake.SetRules()
 	require.NoError(t, b.ins.RunTask(producer.QueueCritical, dead))
 	require.Eventually(t, func() bool {
 		info, err := b.ins.GetTaskInfo(producer.QueueCritical, dead)
-		return err == nil && info.State == asynq.TaskStateArchived && strings.Contains(info.LastErr, "scrubbed")
+		return err == nil && info.State == asynq.TaskStateCompleted
 	}, 10*time.Second, 20*time.Millisecond)
-	require.Equal(t, 1, b.fake.Count("+15556000001"))
+	require.Equal(t, 1, b.fake.Delivered("+15556000001"))
+	require.Equal(t, time.Duration(-2), codeKeyTTL(t, b, producer.QueueCritical, dead))
 }
 
-// TestScrubSweepAtStart: tasks finished while no worker scrubbed them (an
-// operator archived them, a worker died) are found by the next worker's
-// start-up sweep: an expired dead letter is scrubbed at once, a live one
-// when its code expires.
-func TestScrubSweepAtStart(t *testing.T) {
-	b := setupStopped(t, func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond })
-	expired := b.send(t, "+15557000001", producer.ExpiresIn(time.Second))
-	soon := b.send(t, "+15557000002", producer.ExpiresIn(4*time.Second))
-	soonSent := time.Now()
-	for _, id := range []string{expired, soon} {
-		require.NoError(t, b.ins.ArchiveTask(producer.QueueCritical, id))
-		require.Contains(t, storedMsg(t, b, producer.QueueCritical, id), canaryCode)
-	}
-	time.Sleep(1100 * time.Millisecond)
+// TestMissingCodeKeyNeverSent: a task whose code key is gone before its
+// expiry (an earlier attempt delivered it and its worker died before asynq
+// recorded it, or an operator deleted it) is dead-lettered, never sent.
+func TestMissingCodeKeyNeverSent(t *testing.T) {
+	b := setupStopped(t, nil)
+	id := b.send(t, "+15557000001")
+	require.NoError(t, b.db.Client.Del(context.Background(), asynqstore.CodeKey(producer.QueueCritical, id)).Err())
 	require.NoError(t, b.worker.Start())
-	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, expired), canaryCode) },
-		5*time.Second, 20*time.Millisecond)
-	if time.Since(soonSent) < 3500*time.Millisecond {
-		require.Contains(t, storedMsg(t, b, producer.QueueCritical, soon), canaryCode, "a live dead letter is scrubbed before it expires")
-	}
-	require.Eventually(t, func() bool { return !strings.Contains(storedMsg(t, b, producer.QueueCritical, soon), canaryCode) },
-		10*time.Second, 20*time.Millisecond, "the live dead letter found by the sweep is scrubbed when it expires")
+	info := b.waitFinal(t, producer.QueueCritical, id)
+	require.Equal(t, asynq.TaskStateArchived, info.State)
+	require.Equal(t, "no code: code expired or already delivered; not sent", info.LastErr)
 	require.Zero(t, b.fake.Total())
+}
+
+// TestOldPayloadVersionsStillDeliver: tasks queued by a build before the
+// code key (payload version 1, code inline; version 2, code sealed inline
+// and bound to the destination) are delivered by this one: a rolling
+// upgrade loses nothing.
+func TestOldPayloadVersionsStillDeliver(t *testing.T) {
+	k1, err := sealing.GenerateKey("k1")
+	require.NoError(t, err)
+	kr, err := sealing.Parse(k1)
+	require.NoError(t, err)
+	b := setup(t, func(c *worker.Config) { c.PayloadKeys = k1 })
+	sealed, err := kr.Seal(canaryCode, "+15558000002")
+	require.NoError(t, err)
+	exp := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	v1 := `{"v":1,"to":"+15558000001","code":"` + canaryCode + `","template":{"id":"login"},"expires_at":"` + exp + `","created_at":"2026-01-01T00:00:00Z"}`
+	v2 := `{"v":2,"to":"+15558000002","sealed":"` + sealed + `","template":{"id":"login"},"expires_at":"` + exp + `","created_at":"2026-01-01T00:00:00Z"}`
+	for _, payload := range []string{v1, v2} {
+		info := b.enqueueRaw(t, []byte(payload), asynq.Retention(time.Hour)) // as the producer enqueued them
+		require.Equal(t, asynq.TaskStateCompleted, info.State, "last error: %s", info.LastErr)
+		st, err := b.producer.Status(context.Background(), info.ID)
+		require.NoError(t, err)
+		require.NotEmpty(t, st.MessageID)
+	}
+	rc := b.fake.Receipts()
+	require.Len(t, rc, 2)
+	for _, r := range rc {
+		require.Equal(t, canaryCode, r.Code)
+	}
+}
+
+// TestSealedCodeMovedToAnotherTask: a sealed code is bound to its task as
+// well as its destination: copied into another task's code key (same
+// destination), it fails authentication and nothing is sent for that task.
+func TestSealedCodeMovedToAnotherTask(t *testing.T) {
+	k1, err := sealing.GenerateKey("k1")
+	require.NoError(t, err)
+	b := setupStopped(t, func(c *worker.Config) { c.PayloadKeys = k1 })
+	ctx := context.Background()
+	p := keyedProducer(t, b, k1)
+	send := func(code string) string {
+		id, err := p.Send(ctx, producer.Request{To: "+15559000001", Code: code, TemplateID: "login"})
+		require.NoError(t, err)
+		return id
+	}
+	a, victim := send(canaryCode), send("OTHER-1")
+	v, err := b.db.Client.Get(ctx, asynqstore.CodeKey(producer.QueueCritical, a)).Result()
+	require.NoError(t, err)
+	require.NotContains(t, v, canaryCode, "sealed at rest")
+	require.NoError(t, b.db.Client.Set(ctx, asynqstore.CodeKey(producer.QueueCritical, victim), v, time.Minute).Err())
+	require.NoError(t, b.worker.Start())
+	info := b.waitFinal(t, producer.QueueCritical, victim)
+	require.Equal(t, asynq.TaskStateArchived, info.State)
+	require.Contains(t, info.LastErr, "bad payload")
+	require.Contains(t, info.LastErr, "authentication")
+	require.Equal(t, asynq.TaskStateCompleted, b.waitFinal(t, producer.QueueCritical, a).State)
+	rc := b.fake.Receipts()
+	require.Len(t, rc, 1)
+	require.Equal(t, canaryCode, rc[0].Code)
 }
 
 // TestAmbiguousThen3004: the first attempt times out after the request was

@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redisconn"
@@ -271,7 +272,8 @@ func TestRedisSentinel(t *testing.T) {
 
 // TestRedisCluster: a redis-cluster:// URL against a real (one-node)
 // cluster delivers end to end: every key otpq's own scripts touch (rate
-// limit, destination guard, scrubbing, ambiguity marks) is a single key.
+// limit, destination guard, ambiguity marks) is a single key, and the
+// enqueue and delivery writes touch only keys of the task's hash slot.
 func TestRedisCluster(t *testing.T) {
 	r := startRedis(t, "--port", "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(t.TempDir(), "nodes.conf"))
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port)})
@@ -286,7 +288,7 @@ func TestRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	w, err := worker.New(worker.Config{Redis: opt, BaseURL: newFakeHTTP(t, fake), DevKey: "key", DevSecret: canarySecret,
-		Concurrency: 4, RateLimit: 100, ScrubInterval: 20 * time.Millisecond, Logger: jsonLogger(io.Discard)})
+		Concurrency: 4, RateLimit: 100, Logger: jsonLogger(io.Discard)})
 	require.NoError(t, err)
 	t.Cleanup(w.Shutdown)
 	require.NoError(t, w.Start())
@@ -295,9 +297,20 @@ func TestRedisCluster(t *testing.T) {
 	defer p.Close()
 	id, err := p.Send(ctx, producer.Request{To: "+15550500001", Code: canaryCode, TemplateID: "login"})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.Delivered("+15550500001") == 1 }, 20*time.Second, 10*time.Millisecond)
+	res := p.SendBatch(ctx, []producer.Request{
+		{To: "+15550500002", Code: canaryCode, TemplateID: "login"}, {To: "+15550500003", Code: canaryCode, TemplateID: "login"},
+	}, producer.Queue(producer.QueueBulk))
+	for _, r := range res {
+		require.NoError(t, r.Err)
+	}
+	for _, to := range []string{"+15550500001", "+15550500002", "+15550500003"} {
+		require.Eventually(t, func() bool { return fake.Delivered(to) == 1 }, 20*time.Second, 10*time.Millisecond)
+	}
 	require.Eventually(t, func() bool {
-		msg, _ := c.HGet(ctx, "asynq:{critical}:t:"+id, "msg").Result()
-		return msg != "" && !strings.Contains(msg, canaryCode)
-	}, 5*time.Second, 10*time.Millisecond, "scrubbed on the cluster too")
+		st, err := p.Status(ctx, id)
+		return err == nil && st.State == "completed" && st.MessageID != ""
+	}, 5*time.Second, 10*time.Millisecond)
+	n, err := c.Exists(ctx, asynqstore.CodeKey(producer.QueueCritical, id)).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the code key is deleted on the cluster too")
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/metrics"
 	"github.com/otpq/otpq/internal/outcome"
+	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
@@ -32,6 +34,13 @@ const (
 	DefaultRetryMaxDelay = time.Minute
 	DefaultHTTPTimeout   = 10 * time.Second
 	DefaultPollInterval  = 10 * time.Millisecond
+	// DefaultIdlePollInterval is how often the fetch loops other than the
+	// critical one look for tasks while idle.
+	DefaultIdlePollInterval = 250 * time.Millisecond
+	// DefaultResultRetention is how long the receipt link of a delivered
+	// task is kept when its payload does not say (tasks enqueued by older
+	// builds): the producer's default retention.
+	DefaultResultRetention = time.Hour
 )
 
 // Config configures a Worker. Zero values mean the documented defaults.
@@ -50,8 +59,14 @@ type Config struct {
 	// Concurrency is the number of sends in flight at once across the
 	// process; default 100. The HTTP connection pool is sized to match.
 	Concurrency int
-	// Servers is the number of asynq servers the process runs, each
-	// fetching tasks on its own; default GOMAXPROCS, at most Concurrency.
+	// Servers is the number of fetch loops (asynq servers) serving both
+	// queues, critical strictly first; default GOMAXPROCS. On top of them
+	// one more loop serves only the critical queue, with a small share of
+	// Concurrency (a tenth, 1 to 10) kept for it, and is the only one that
+	// polls every PollInterval while idle: the others poll every
+	// IdlePollInterval, so that an idle worker costs Redis little. Under
+	// load no loop waits between tasks. With Concurrency 1 there is one
+	// loop, serving both queues.
 	Servers int
 	// MaxRetry is the most retries of a task after its first attempt;
 	// default 8; negative disables retries. A task's own, lower asynq
@@ -63,10 +78,13 @@ type Config struct {
 	// RetryCodes are EngageLab error codes to retry on top of 1000–1999
 	// (for example 5016, internal sending error).
 	RetryCodes []int
-	// PollInterval is how often an idle server looks for new tasks; default
-	// 10ms, so that a code enqueued into an idle system is picked up within
-	// ~15ms. asynq's own default is 1s.
+	// PollInterval is how often the critical fetch loop looks for new tasks
+	// while idle; default 10ms, so that a code enqueued into an idle system
+	// is picked up within ~15ms. asynq's own default is 1s.
 	PollInterval time.Duration
+	// IdlePollInterval is how often the other fetch loops look for tasks
+	// while idle (the bulk queue's pick-up latency when idle); default 250ms.
+	IdlePollInterval time.Duration
 	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
 	// sends; default HTTPTimeout + 5s, so a started request always finishes.
 	ShutdownTimeout time.Duration
@@ -98,11 +116,6 @@ type Config struct {
 	// are retried (another worker may hold the key) until they expire, and
 	// Start logs a warning.
 	PayloadKeys string
-	// ScrubInterval is how often the worker removes the code from the
-	// stored copy of finished tasks: delivered ones at once, dead letters
-	// when their code expires (until then they can be re-run from the UI);
-	// default 1s; negative keeps codes until asynq deletes the task.
-	ScrubInterval time.Duration
 }
 
 // Sender delivers one send. *engagelab.Client implements it.
@@ -123,7 +136,6 @@ type Worker struct {
 	metrics *metrics.Delivery // nil: no metrics
 	limiter *rateLimiter      // nil: no rate limit
 	keys    *sealing.Keyring  // nil: codes in plaintext only
-	scrub   *scrubber         // nil: codes kept
 	watch   *redisWatch       // reports Redis outages, one line each way
 
 	mu      sync.Mutex
@@ -139,7 +151,6 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Servers <= 0 {
 		cfg.Servers = runtime.GOMAXPROCS(0)
 	}
-	cfg.Servers = min(cfg.Servers, cfg.Concurrency)
 	switch {
 	case cfg.MaxRetry == 0:
 		cfg.MaxRetry = DefaultMaxRetry
@@ -160,6 +171,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.IdlePollInterval <= 0 {
+		cfg.IdlePollInterval = max(DefaultIdlePollInterval, cfg.PollInterval)
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = cfg.HTTPTimeout + 5*time.Second
@@ -207,23 +221,17 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)
 	}
 	w.limiter = newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait)
-	w.scrub = newScrubber(rdb, cfg.Logger, cfg.ScrubInterval)
 	w.watch = newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt))
 	for _, c := range cfg.RetryCodes {
 		w.extra[engagelab.Code(c)] = true
 	}
-	per, rest := cfg.Concurrency/cfg.Servers, cfg.Concurrency%cfg.Servers
-	for i := range cfg.Servers {
-		n := per
-		if i < rest {
-			n++
-		}
+	for _, l := range fetchLoops(cfg) {
 		w.servers = append(w.servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:              n,
-			Queues:                   map[string]int{task.QueueCritical: 10, task.QueueBulk: 1},
+			Concurrency:              l.concurrency,
+			Queues:                   l.queues,
 			StrictPriority:           true,
-			TaskCheckInterval:        cfg.PollInterval,
-			DelayedTaskCheckInterval: 250 * time.Millisecond,
+			TaskCheckInterval:        l.poll,
+			DelayedTaskCheckInterval: l.forward,
 			RetryDelayFunc:           retryDelay(cfg.RetryMinDelay),
 			IsFailure:                isFailure,
 			ShutdownTimeout:          cfg.ShutdownTimeout,
@@ -242,7 +250,7 @@ func (w *Worker) Start() error {
 		return errors.New("worker: already started")
 	}
 	mux := asynq.NewServeMux()
-	mux.Handle(task.TypeSend, w.scrub.wrap(asynq.HandlerFunc(w.processTask)))
+	mux.HandleFunc(task.TypeSend, w.processTask)
 	for i, s := range w.servers {
 		if err := s.Start(mux); err != nil {
 			for _, started := range w.servers[:i] {
@@ -252,7 +260,6 @@ func (w *Worker) Start() error {
 		}
 	}
 	w.started = true
-	w.scrub.start()
 	if !w.keys.Enabled() {
 		w.log.Warn("OTPQ_PAYLOAD_KEY is not set: producers without a key store codes in plaintext in Redis, and sealed codes cannot be opened here")
 	}
@@ -277,7 +284,6 @@ func (w *Worker) Shutdown() {
 		go func() { defer wg.Done(); s.Shutdown() }()
 	}
 	wg.Wait()
-	w.scrub.shutdown()
 	_ = w.rdb.Close()
 	w.log.Info("worker stopped")
 }
@@ -299,6 +305,7 @@ func (w *Worker) Ping(ctx context.Context) error { return w.rdb.Ping(ctx).Err() 
 // processTask is the asynq handler of otp:send.
 func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := retried + 1
 	log := w.log.With("task_id", id, "attempt", attempt)
@@ -327,8 +334,21 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 		return newDeadLetter(outcome.CodeExpired, nil, "%s: code expired at %s, before delivery (not sent)", outcome.CodeExpired, p.ExpiresAt.Format(time.RFC3339))
 	}
 
+	sealContext := p.To // versions 1 and 2: sealed inline, bound to the destination
+	if p.V == task.VersionCodeKey {
+		if err := w.loadCode(ctx, queue, id, &p); errors.Is(err, redis.Nil) {
+			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.NoCode)
+			return newDeadLetter(outcome.NoCode, nil, "%s: code expired or already delivered; not sent", outcome.NoCode)
+		} else if errors.Is(err, task.ErrBadPayload) {
+			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
+			return newDeadLetter(outcome.BadPayload, err, "%v (not sent)", err)
+		} else if err != nil { // Redis failed: try again later
+			return w.failed(log, err, p, retried)
+		}
+		sealContext = task.SealContext(p.To, id)
+	}
 	if p.Sealed != "" {
-		if p.Code, err = w.keys.Open(p.Sealed, p.To); errors.Is(err, sealing.ErrOpen) {
+		if p.Code, err = w.keys.Open(p.Sealed, sealContext); errors.Is(err, sealing.ErrOpen) {
 			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
 			return newDeadLetter(outcome.BadPayload, err, "%s: %v (not sent)", outcome.BadPayload, err)
 		} else if err != nil { // a key this worker lacks: another may have it
@@ -348,8 +368,7 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 			// The provider took it (2xx) without confirming: never re-sent.
 			done = outcome.AcceptedUnconfirmed
 		}
-		res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: w.now().UTC(), Outcome: done})
-		if _, werr := t.ResultWriter().Write(res); werr != nil {
+		if werr := w.delivered(ctx, queue, id, p, resp, attempt, done); werr != nil {
 			// The code went out; losing the result must not send it again.
 			log.Warn("could not store result", "error", werr.Error())
 		}
@@ -360,8 +379,72 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 		log.Info("delivered", "outcome", done, "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
 		return nil
 	}
-	queue, _ := asynq.GetQueueName(ctx)
 	return w.failed(log, w.ambiguity(ctx, queue, id, p, err), p, retried)
+}
+
+// loadCode reads the code key of a version 3 task into p.Code (plaintext)
+// or p.Sealed. redis.Nil: there is no code key (expired, or deleted by the
+// delivery of an earlier attempt).
+func (w *Worker) loadCode(ctx context.Context, queue, id string, p *task.Payload) error {
+	v, err := w.rdb.Get(ctx, asynqstore.CodeKey(queue, id)).Result()
+	if err != nil {
+		return err
+	}
+	p.Code, p.Sealed, err = task.ParseCodeValue(v)
+	return err
+}
+
+// delivered records a delivery in one round trip: the task's result (read
+// by producer.Status, otpq status and the web UI), the deletion of its code
+// key (the code can never go out again, whatever happens to this attempt
+// from now on) and the receipt link message_id → task (internal/receipts).
+// It runs on a context of its own: the code went out even if ctx ended.
+func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload, resp *engagelab.Response, attempt int, done outcome.Outcome) error {
+	now := w.now().UTC()
+	res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: now, Outcome: done})
+	ttl := DefaultResultRetention
+	if p.RetentionSec > 0 {
+		ttl = time.Duration(p.RetentionSec) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	pipe := w.rdb.Pipeline()
+	asynqstore.Delivered(ctx, pipe, queue, id, res)
+	if resp.MessageID != "" {
+		link := receipts.Link{TaskID: id, Queue: queue, To: redact.Destination(p.To), AcceptedAt: now}
+		pipe.Set(ctx, receipts.LinkKey(queue, resp.MessageID), link.Encode(), ttl)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// fetchLoop is the configuration of one asynq server of the worker.
+type fetchLoop struct {
+	queues        map[string]int
+	concurrency   int
+	poll, forward time.Duration
+}
+
+// fetchLoops lays out the worker's asynq servers (see Config.Servers): one
+// critical-only loop polling every PollInterval, and Servers loops serving
+// critical then bulk, polling every IdlePollInterval while idle.
+func fetchLoops(cfg Config) []fetchLoop {
+	both := map[string]int{task.QueueCritical: 10, task.QueueBulk: 1}
+	if cfg.Concurrency < 2 {
+		return []fetchLoop{{queues: both, concurrency: cfg.Concurrency, poll: cfg.PollInterval, forward: 250 * time.Millisecond}}
+	}
+	fast := min(max(cfg.Concurrency/10, 1), 10)
+	loops := []fetchLoop{{queues: map[string]int{task.QueueCritical: 1}, concurrency: fast, poll: cfg.PollInterval, forward: 250 * time.Millisecond}}
+	rest := cfg.Concurrency - fast
+	n := min(cfg.Servers, rest)
+	for i := range n {
+		c := rest / n
+		if i < rest%n {
+			c++
+		}
+		loops = append(loops, fetchLoop{queues: both, concurrency: c, poll: cfg.IdlePollInterval, forward: time.Second})
+	}
+	return loops
 }
 
 // failed turns a failed attempt into asynq's next step: a dead letter or a

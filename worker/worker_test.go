@@ -84,11 +84,11 @@ func (b bundle) send(t *testing.T, to string, opts ...producer.Option) string {
 // enqueueRaw puts payload into the critical queue as another (or a broken)
 // producer would, bypassing producer's validation, and waits until the
 // task is final.
-func (b bundle) enqueueRaw(t *testing.T, payload []byte) *asynq.TaskInfo {
+func (b bundle) enqueueRaw(t *testing.T, payload []byte, opts ...asynq.Option) *asynq.TaskInfo {
 	t.Helper()
 	c := asynq.NewClient(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
 	defer c.Close()
-	info, err := c.Enqueue(asynq.NewTask(task.TypeSend, payload), asynq.Queue(producer.QueueCritical))
+	info, err := c.Enqueue(asynq.NewTask(task.TypeSend, payload), append([]asynq.Option{asynq.Queue(producer.QueueCritical)}, opts...)...)
 	require.NoError(t, err)
 	return b.waitFinal(t, producer.QueueCritical, info.ID)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
@@ -94,9 +95,12 @@ func TestSendSealsWithPayloadKey(t *testing.T) {
 		ins.Close()
 		require.NoError(t, err)
 		require.NotContains(t, string(info.Payload), secureCanary)
-		p, err := task.Decode(info.Payload)
+		v, err := b.db.Client.Get(context.Background(), asynqstore.CodeKey("critical", info.ID)).Result()
 		require.NoError(t, err)
-		require.True(t, strings.HasPrefix(p.Sealed, "k7:"))
+		require.NotContains(t, v, secureCanary)
+		_, sealed, err := task.ParseCodeValue(v)
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(sealed, "k7:"), "the code key holds the sealed code")
 		for k := range env {
 			delete(b.env, k)
 		}

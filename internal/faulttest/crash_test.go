@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/asynqstore"
 )
 
 // leaseCount is the number of tasks some worker holds a lease on.
 func (b *bundle) leaseCount() int {
 	n := 0
 	for _, q := range []string{"critical", "bulk"} {
-		l, err := b.redis.c.ZCard(context.Background(), "asynq:{"+q+"}:lease").Result()
+		l, err := b.redis.c.ZCard(context.Background(), asynqstore.LeaseKey(q)).Result()
 		require.NoError(b.t, err)
 		n += int(l)
 	}

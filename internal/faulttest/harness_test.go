@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redisserver"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -582,11 +583,11 @@ func (b *bundle) measure(tasks []sent) (figures, error) {
 	}
 	ctx := context.Background()
 	for _, q := range []string{task.QueueCritical, task.QueueBulk} {
-		n, err := b.redis.c.LLen(ctx, "asynq:{"+q+"}:active").Result()
+		n, err := b.redis.c.LLen(ctx, asynqstore.ActiveKey(q)).Result()
 		if err != nil {
 			return f, err
 		}
-		l, err := b.redis.c.ZCard(ctx, "asynq:{"+q+"}:lease").Result()
+		l, err := b.redis.c.ZCard(ctx, asynqstore.LeaseKey(q)).Result()
 		if err != nil {
 			return f, err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 )
@@ -48,6 +49,21 @@ func (b *bundle) redisValues(t *testing.T) []string {
 		case "zset":
 			v, _ := c.ZRange(ctx, k, 0, -1).Result()
 			out = append(out, v...)
+		}
+	}
+	return out
+}
+
+// codeKeys returns every otpq code key in Redis with its value.
+func (b *bundle) codeKeys(t *testing.T) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := b.redis.c.Keys(ctx, "otpq:{*}:code:*").Result()
+	require.NoError(t, err)
+	out := map[string]string{}
+	for _, k := range keys {
+		if v, err := b.redis.c.Get(ctx, k).Result(); err == nil {
+			out[k] = v
 		}
 	}
 	return out
@@ -106,8 +122,15 @@ func TestCanaryAbsent(t *testing.T) {
 	bad := sent{id: info.ID, to: "+15550009999", queue: task.QueueCritical}
 	codeOf[bad.id] = badCode
 
-	// Codes are sealed at rest: none is readable in Redis while queued.
+	// Codes are sealed at rest: none is readable in Redis while queued. The
+	// scan covers the code keys, which hold the sealed codes.
 	queuedValues := b.redisValues(t)
+	queuedCodes := b.codeKeys(t)
+	require.Len(t, queuedCodes, len(tasks), "one code key per task sent through the producer")
+	for k, v := range queuedCodes {
+		require.True(t, strings.HasPrefix(v, task.SealedCodeValue("k1:")), "code key %s is not sealed", k)
+		require.Contains(t, queuedValues, v, "the Redis scan misses the code keys")
+	}
 	time.Sleep(1200 * time.Millisecond) // the short-lived codes expire before any worker runs
 	w := b.startWorkerEnv([]string{"OTPQ_PAYLOAD_KEY=" + ring}, "--log-level", "debug", "--concurrency", "10", "--http-timeout", "500ms",
 		"--max-retry", "2", "--retry-min-delay", "200ms", "--retry-max-delay", "400ms")
@@ -164,4 +187,90 @@ func TestCanaryAbsent(t *testing.T) {
 		require.Positive(t, f.Reasons[reason], "no task dead-lettered as %q: %s", reason, f)
 	}
 	require.Contains(t, w.log(), "outcome unknown", "no request timed out")
+	for _, s := range tasks {
+		if f.info[s.id].State == asynq.TaskStateCompleted {
+			require.NotContains(t, b.codeKeys(t), asynqstore.CodeKey(s.queue, s.id), "a delivered task keeps its code key")
+		}
+	}
+}
+
+// TestCanaryCodeKeysWithoutPayloadKey: without OTPQ_PAYLOAD_KEY the code is
+// in plaintext in Redis, but only in the task's code key (never in asynq's
+// message, a result or an error), only until it is delivered (the delivery
+// deletes it) or expires (a dead letter keeps it for a re-run until then).
+func TestCanaryCodeKeysWithoutPayloadKey(t *testing.T) {
+	rep := newReport(t, 11, "canary codes without `OTPQ_PAYLOAD_KEY`: delivered, rejected, expiring",
+		"plaintext codes only in code keys; 0 code keys left for delivered tasks; 0 codes anywhere in Redis once the dead letters' codes expired")
+	b := setup(t, setupOpts{})
+	codeOf := map[string]string{}
+	var tasks, rejected []sent
+	var rules []fakeRule
+	const life = 4 * time.Second
+	for i := range 12 {
+		to := b.nextTo()
+		code := fmt.Sprintf("PLNC%06dZ", 271828+i)
+		if i%3 == 0 {
+			rules = append(rules, fakeRule{To: to, Code: 5013})
+		}
+		s, err := b.sendTo(context.Background(), to, code, nil, producer.ExpiresIn(life))
+		require.NoError(t, err)
+		codeOf[s.id] = code
+		tasks = append(tasks, s)
+		if i%3 == 0 {
+			rejected = append(rejected, s)
+		}
+	}
+	sentAt := time.Now()
+	b.fake.setRules(t, rules...)
+	inCodeKeys := func(values map[string]string, code string) bool {
+		for _, v := range values {
+			if strings.Contains(v, code) {
+				return true
+			}
+		}
+		return false
+	}
+	queued, codes := b.redisValues(t), b.codeKeys(t)
+	for id, code := range codeOf {
+		require.True(t, inCodeKeys(codes, code), "task %s: its plaintext code is not in its code key", id)
+		n := 0
+		for _, v := range queued {
+			if strings.Contains(v, code) {
+				n++
+			}
+		}
+		require.Equal(t, 1, n, "task %s: the code is stored somewhere besides its code key (asynq's message?)", id)
+	}
+	w := b.startWorker("--concurrency", "10")
+	f := b.settle(tasks, 30*time.Second)
+	require.Zero(t, f.Lost, "%s", f)
+	require.Equal(t, len(tasks)-len(rejected), f.Delivered, "%s", f)
+	left := b.codeKeys(t)
+	for _, s := range tasks {
+		_, has := left[asynqstore.CodeKey(s.queue, s.id)]
+		dead := slices.Contains(rejected, s)
+		if dead && time.Since(sentAt) < life-500*time.Millisecond {
+			require.True(t, has, "dead letter %s lost its code key before expiry: a re-run could not deliver it", s.id)
+		}
+		if !dead {
+			require.False(t, has, "delivered task %s keeps its code key", s.id)
+		}
+	}
+	time.Sleep(time.Until(sentAt.Add(life + 200*time.Millisecond)))
+	var leaks []string
+	for _, v := range b.redisValues(t) {
+		for id, code := range codeOf {
+			if strings.Contains(v, code) {
+				leaks = append(leaks, "code of "+id+" in Redis after expiry")
+			}
+		}
+	}
+	for _, code := range codeOf {
+		if strings.Contains(w.log(), code) {
+			leaks = append(leaks, "code in worker output")
+		}
+	}
+	rep.figure("%d tasks (%d delivered, %d dead-lettered), no payload key: each code in exactly 1 Redis value (its code key) while queued; %d code keys left for delivered tasks; %d leaks after expiry",
+		len(tasks), f.Delivered, f.DeadLettered, 0, len(leaks))
+	require.Empty(t, leaks)
 }

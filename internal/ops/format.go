@@ -16,7 +16,8 @@ const Redacted = "[redacted]"
 // FormatPayload is the web UI's payload formatter. It shows a task's
 // payload with the code redacted and the destination masked. It works on an
 // allowlist: only fields known to be safe are shown as they are (version,
-// template ID and language, timestamps, whether the code was scrubbed), the
+// template ID and language, timestamps, retention, whether an old build
+// scrubbed the code), the
 // destination is masked, template
 // parameter values and every other field (the code, a sealed code, fields a
 // later version adds) are redacted. A payload that is not a JSON object is
@@ -30,7 +31,7 @@ func FormatPayload(taskType string, payload []byte) string {
 	for _, k := range sortedKeys(fields) {
 		v := fields[k]
 		switch k {
-		case "v", "expires_at", "created_at", "scrubbed":
+		case "v", "expires_at", "created_at", "retention_s", "scrubbed":
 			out = append(out, kv{k, scalarOr(v)})
 		case "to":
 			var to string

@@ -1,6 +1,7 @@
 package ops_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/ops"
@@ -190,12 +192,12 @@ func TestCanaryNeverShown(t *testing.T) {
 // re-run through the UI's API once the provider is fixed, goes back to
 // pending and is delivered by the live worker.
 //
-// The worker scrubs finished tasks (every 50 ms here) but keeps a dead
-// letter's code until it expires, so the re-run can deliver it;
-// TestRerunScrubbedTaskDeadLettersClearly shows what happens after expiry.
+// A dead letter keeps its code key until the code expires, so the re-run
+// can deliver it; TestRerunExpiredDeadLetterNotSent shows what happens
+// after expiry.
 func TestRerunArchivedTaskFromUI(t *testing.T) {
 	const to = "+8613811110000"
-	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond }})
+	b := setup(t, options{})
 	b.fake.SetRules(fakeengagelab.Rule{To: to, Status: 401, Code: 2001})
 	id := b.send(t, to)
 	info := b.waitState(t, task.QueueCritical, id, asynq.TaskStateArchived)
@@ -205,9 +207,9 @@ func TestRerunArchivedTaskFromUI(t *testing.T) {
 	// An operator takes a while to fix the credentials: the archived task
 	// must still be deliverable then (it keeps its code until it expires).
 	time.Sleep(2 * time.Second)
-	info, err := b.ins.GetTaskInfo(task.QueueCritical, id)
+	n, err := b.db.Client.Exists(context.Background(), asynqstore.CodeKey(task.QueueCritical, id)).Result()
 	require.NoError(t, err)
-	require.NotContains(t, string(info.Payload), `"scrubbed"`,
+	require.Equal(t, int64(1), n,
 		"an archived task must keep its code until it expires, or re-running it from the UI cannot deliver it")
 	// Credentials fixed; the queue is paused so that "pending" can be seen
 	// before the worker takes the task.
@@ -226,32 +228,28 @@ func TestRerunArchivedTaskFromUI(t *testing.T) {
 	require.Contains(t, string(info.Result), "message_id")
 }
 
-// TestRerunScrubbedTaskDeadLettersClearly: a dead letter whose code expired
-// and was scrubbed, re-run from the UI, is not sent and goes back to the
-// archive with a reason saying why, rather than failing obscurely.
-func TestRerunScrubbedTaskDeadLettersClearly(t *testing.T) {
+// TestRerunExpiredDeadLetterNotSent: a dead letter whose code expired (its
+// code key is gone with it), re-run from the UI, is not sent and goes back
+// to the archive with a reason saying why, rather than failing obscurely.
+func TestRerunExpiredDeadLetterNotSent(t *testing.T) {
 	const to = "+8613811112222"
-	b := setup(t, options{worker: func(c *worker.Config) { c.ScrubInterval = 50 * time.Millisecond }})
+	b := setup(t, options{})
 	b.fake.SetRules(fakeengagelab.Rule{To: to, Status: 401, Code: 2001})
-	id := b.send(t, to, producer.ExpiresIn(2*time.Second))
+	id := b.send(t, to, producer.ExpiresIn(time.Second))
 	b.waitState(t, task.QueueCritical, id, asynq.TaskStateArchived)
 	require.Eventually(t, func() bool {
-		info, err := b.ins.GetTaskInfo(task.QueueCritical, id)
-		return err == nil && strings.Contains(string(info.Payload), `"scrubbed":true`)
-	}, 10*time.Second, 20*time.Millisecond, "the archived task was never scrubbed")
-	var archived taskList
-	b.getJSON(t, "/queues/critical/archived_tasks", &archived)
-	require.Len(t, archived.Tasks, 1)
-	require.Contains(t, archived.Tasks[0].Payload, `"scrubbed": true`, "the UI tells the operator the code is gone")
+		n, err := b.db.Client.Exists(context.Background(), asynqstore.CodeKey(task.QueueCritical, id)).Result()
+		return err == nil && n == 0
+	}, 10*time.Second, 20*time.Millisecond, "the code key outlived the code")
 
 	b.fake.SetRules()
 	status, body := b.do(t, http.MethodPost, fmt.Sprintf("/monitoring/api/queues/critical/archived_tasks/%s:run", id), true)
 	require.Equal(t, http.StatusNoContent, status, body)
 	require.Eventually(t, func() bool {
 		info, err := b.ins.GetTaskInfo(task.QueueCritical, id)
-		return err == nil && info.State == asynq.TaskStateArchived && strings.Contains(info.LastErr, "scrubbed")
-	}, 20*time.Second, 20*time.Millisecond, "the re-run scrubbed task did not come back with its reason")
-	require.Equal(t, 1, b.fake.Count(to), "a scrubbed task is never sent")
+		return err == nil && info.State == asynq.TaskStateArchived && strings.Contains(info.LastErr, "expired")
+	}, 20*time.Second, 20*time.Millisecond, "the re-run expired task did not come back with its reason")
+	require.Equal(t, 1, b.fake.Count(to), "an expired task is never sent")
 }
 
 // TestReadOnlyUI: in read-only mode the UI's actions are refused and the

@@ -59,11 +59,15 @@ const (
 	// Configuration: otpq is set up wrong (the provider answered a
 	// redirect): retrying cannot help until an operator fixes it.
 	Configuration Reason = "configuration problem"
+	// NoCode: the task's code key is gone before the code's expiry: an
+	// earlier attempt delivered it (and its worker died before asynq
+	// recorded that) or someone deleted it. Never sent.
+	NoCode Reason = "no code"
 )
 
 // Reasons lists every Reason, for pre-creating metric series.
 func Reasons() []Reason {
-	return []Reason{BadPayload, CodeExpired, Exhausted, ProviderRejected, LikelyDelivered, Configuration}
+	return []Reason{BadPayload, CodeExpired, Exhausted, ProviderRejected, LikelyDelivered, Configuration, NoCode}
 }
 
 // String returns the archive text prefix of r.
@@ -74,8 +78,8 @@ func (r Reason) LogValue() slog.Value { return slog.StringValue(string(r)) }
 
 // Label is r's value of the otpq_dead_letters_total "reason" label:
 // bad_payload, expired, retries_exhausted, provider_rejected (a likely
-// delivery included: the provider refused the attempt), configuration, or
-// other.
+// delivery included: the provider refused the attempt), configuration,
+// no_code, or other.
 func (r Reason) Label() string {
 	switch r {
 	case BadPayload:
@@ -88,6 +92,8 @@ func (r Reason) Label() string {
 		return "provider_rejected"
 	case Configuration:
 		return "configuration"
+	case NoCode:
+		return "no_code"
 	}
 	return "other"
 }

@@ -22,6 +22,7 @@ func TestWireStrings(t *testing.T) {
 		"provider rejected":                      "provider_rejected",
 		"likely delivered by an earlier attempt": "provider_rejected",
 		"configuration problem":                  "configuration",
+		"no code":                                "no_code",
 	}, labels)
 	require.Equal(t, "other", Reason("new").Label())
 

@@ -18,14 +18,23 @@ import (
 // name: tasks already in Redis carry it, so it must never change.
 const TypeSend = "otp:send"
 
-// Version is the payload version this build writes for a plaintext code.
+// Version is the payload version of a payload carrying a plaintext code
+// (written by builds before VersionCodeKey; still read).
 const Version = 1
 
 // VersionSealed is the payload version of a payload whose code is sealed
 // (encrypted, see internal/sealing): it carries Sealed instead of Code.
 // Builds that predate it reject it as an unknown version instead of
-// sending an empty code. Decode reads both versions.
+// sending an empty code. Written by builds before VersionCodeKey; still read.
 const VersionSealed = 2
+
+// VersionCodeKey is the payload version this build writes: the payload
+// carries no code at all. The code lives in its own Redis key next to the
+// task (see asynqstore.CodeKey), holding CodeValue or SealedCodeValue and
+// expiring with the code; the worker reads it at each attempt and deletes
+// it once the code is delivered. Builds that predate it reject it as an
+// unknown version instead of sending an empty code.
+const VersionCodeKey = 3
 
 // Queue names. Interactive sends go to QueueCritical, batch jobs to QueueBulk;
 // workers serve QueueCritical first (strict priority).
@@ -55,48 +64,59 @@ type Payload struct {
 	Template  Template  `json:"template"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
-	// Scrubbed is set on the stored copy of a finished task whose code was
-	// removed (see Scrub); such a payload can never be sent again.
+	// RetentionSec is how long, in seconds, the task and its result are
+	// kept after delivery (version 3; 0: the worker's default): the TTL of
+	// the delivery receipt link.
+	RetentionSec int64 `json:"retention_s,omitempty"`
+	// Scrubbed marks a version 1 or 2 payload whose code an older build
+	// removed after the task finished; it can never be sent.
 	Scrubbed bool `json:"scrubbed,omitempty"`
 }
 
-// Encode returns the JSON form of p: version 1 with a plaintext Code,
-// VersionSealed with a Sealed code.
+// Encode returns the JSON form of p: VersionCodeKey when p carries no code
+// (the code is in its code key), version 1 with a plaintext Code,
+// VersionSealed with a Sealed code (the last two for tests of old tasks).
 func Encode(p Payload) ([]byte, error) {
-	p.V = Version
-	if p.Sealed != "" {
-		if p.Code != "" {
-			return nil, errors.New("task: a payload carries either code or sealed, not both")
-		}
+	switch {
+	case p.Code != "" && p.Sealed != "":
+		return nil, errors.New("task: a payload carries either code or sealed, not both")
+	case p.Code != "":
+		p.V = Version
+	case p.Sealed != "":
 		p.V = VersionSealed
+	default:
+		p.V = VersionCodeKey
 	}
 	return json.Marshal(p)
 }
 
-// Scrub returns the stored payload b with its code (plaintext or sealed)
-// removed and Scrubbed set, for a task that is finished and must not keep a
-// live code, and the code's expiry read in the same pass (zero when b has
-// none). It works on the raw JSON so that fields and versions this build
-// does not know are kept. ok is false when b is not a JSON object or holds
-// no code (already scrubbed, or not otpq's).
-func Scrub(b []byte) (out []byte, expires time.Time, ok bool) {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(b, &m) != nil || m == nil {
-		return nil, time.Time{}, false
+// Code key values: a plaintext code or a sealed one, told apart by a prefix.
+const (
+	plainPrefix  = "p:"
+	sealedPrefix = "s:"
+)
+
+// CodeValue is the code key value of a plaintext code.
+func CodeValue(code string) string { return plainPrefix + code }
+
+// SealedCodeValue is the code key value of a code sealed (internal/sealing)
+// with SealContext.
+func SealedCodeValue(sealed string) string { return sealedPrefix + sealed }
+
+// SealContext binds a sealed code to its destination and its task: a
+// sealed value copied to another task's code key does not open.
+func SealContext(to, taskID string) string { return to + "\x00" + taskID }
+
+// ParseCodeValue splits a code key value into the code or the sealed code.
+// The error never contains the value.
+func ParseCodeValue(v string) (code, sealed string, err error) {
+	switch {
+	case len(v) > len(plainPrefix) && v[:len(plainPrefix)] == plainPrefix:
+		return v[len(plainPrefix):], "", nil
+	case len(v) > len(sealedPrefix) && v[:len(sealedPrefix)] == sealedPrefix:
+		return "", v[len(sealedPrefix):], nil
 	}
-	_, hasCode := m["code"]
-	_, hasSealed := m["sealed"]
-	if !hasCode && !hasSealed {
-		return nil, time.Time{}, false
-	}
-	if raw, has := m["expires_at"]; has {
-		_ = json.Unmarshal(raw, &expires) // a malformed expiry reads as zero
-	}
-	delete(m, "code")
-	delete(m, "sealed")
-	m["scrubbed"] = json.RawMessage("true")
-	out, err := json.Marshal(m)
-	return out, expires, err == nil
+	return "", "", fmt.Errorf("%w: the code key holds a %d-byte value of unknown form", ErrBadPayload, len(v))
 }
 
 // Decode parses and checks a payload. It rejects junk, unknown fields,
@@ -123,8 +143,8 @@ func Decode(b []byte) (Payload, error) {
 		return Payload{}, fmt.Errorf("%w: trailing data after JSON object", ErrBadPayload)
 	}
 	switch {
-	case p.V != Version && p.V != VersionSealed:
-		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d and %d)", ErrBadPayload, p.V, Version, VersionSealed)
+	case p.V != Version && p.V != VersionSealed && p.V != VersionCodeKey:
+		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d to %d)", ErrBadPayload, p.V, Version, VersionCodeKey)
 	case p.Scrubbed:
 		return Payload{}, fmt.Errorf("%w: the code was scrubbed when the task finished; it cannot be sent again", ErrBadPayload)
 	case p.To == "":
@@ -133,6 +153,8 @@ func Decode(b []byte) (Payload, error) {
 		return Payload{}, fmt.Errorf("%w: version %d cannot carry a sealed code", ErrBadPayload, Version)
 	case p.V == VersionSealed && (p.Sealed == "" || p.Code != ""):
 		return Payload{}, fmt.Errorf("%w: version %d needs a sealed code and no plaintext code", ErrBadPayload, VersionSealed)
+	case p.V == VersionCodeKey && (p.Code != "" || p.Sealed != ""):
+		return Payload{}, fmt.Errorf("%w: version %d carries no code (it is in the code key)", ErrBadPayload, VersionCodeKey)
 	case p.V == Version && p.Code == "":
 		return Payload{}, fmt.Errorf("%w: missing code", ErrBadPayload)
 	case p.Template.ID == "":

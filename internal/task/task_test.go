@@ -1,7 +1,6 @@
 package task
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -54,7 +53,8 @@ func TestDecodeRejectsMixedVersions(t *testing.T) {
 		`{"v":1,"to":"+1","sealed":"k:AA","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`:                         "version 1 cannot carry a sealed code",
 		`{"v":2,"to":"+1","code":"` + canary + `","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`:                 "needs a sealed code",
 		`{"v":2,"to":"+1","code":"` + canary + `","sealed":"k:AA","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`: "needs a sealed code",
-		`{"v":3,"to":"+1","code":"` + canary + `","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`:                 "unsupported version 3",
+		`{"v":3,"to":"+1","code":"` + canary + `","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`:                 "version 3 carries no code",
+		`{"v":4,"to":"+1","template":{"id":"t"},"expires_at":"2030-01-01T00:00:00Z"}`:                                         "unsupported version 4",
 	}
 	for in, want := range cases {
 		_, err := Decode([]byte(in))
@@ -64,25 +64,36 @@ func TestDecodeRejectsMixedVersions(t *testing.T) {
 	}
 }
 
-func TestScrub(t *testing.T) {
-	for _, p := range []Payload{payload(), func() Payload { p := payload(); p.Code, p.Sealed = "", "k1:AAAA"; return p }()} {
-		b, err := Encode(p)
-		require.NoError(t, err)
-		out, expires, ok := Scrub(b)
-		require.True(t, ok)
-		require.True(t, p.ExpiresAt.Equal(expires), "the expiry is read in the same pass: %s", expires)
-		require.NotContains(t, string(out), canary)
-		require.NotContains(t, string(out), "k1:AAAA")
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(out, &m))
-		require.Equal(t, "+15550001", m["to"], "the rest of the payload is kept for operators")
-		_, err = Decode(out)
-		require.ErrorIs(t, err, ErrBadPayload)
-		require.Contains(t, err.Error(), "scrubbed")
+// TestEncodeCodeKeyVersion: a payload without a code is version 3 and
+// decodes; a version 3 payload that carries a code is refused.
+func TestEncodeCodeKeyVersion(t *testing.T) {
+	p := payload()
+	p.Code, p.RetentionSec = "", 3600
+	b, err := Encode(p)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), `"code"`)
+	require.NotContains(t, string(b), `"sealed"`)
+	got, err := Decode(b)
+	require.NoError(t, err)
+	require.Equal(t, VersionCodeKey, got.V)
+	require.Equal(t, int64(3600), got.RetentionSec)
+}
 
-		_, _, ok = Scrub(out)
-		require.False(t, ok, "already scrubbed")
+// TestCodeValues: the code key's two forms round-trip, and junk is refused
+// without echoing it.
+func TestCodeValues(t *testing.T) {
+	code, sealed, err := ParseCodeValue(CodeValue(canary))
+	require.NoError(t, err)
+	require.Equal(t, canary, code)
+	require.Empty(t, sealed)
+	code, sealed, err = ParseCodeValue(SealedCodeValue("k1:AAAA"))
+	require.NoError(t, err)
+	require.Empty(t, code)
+	require.Equal(t, "k1:AAAA", sealed)
+	for _, junk := range []string{"", "p:", "x:" + canary, canary} {
+		_, _, err = ParseCodeValue(junk)
+		require.ErrorIs(t, err, ErrBadPayload)
+		require.NotContains(t, err.Error(), canary)
 	}
-	_, _, ok := Scrub([]byte("junk"))
-	require.False(t, ok)
+	require.NotEqual(t, SealContext("+1", "a"), SealContext("+1", "b"))
 }

@@ -1,0 +1,218 @@
+// Package asynqstore is otpq's only knowledge of asynq v0.26's private Redis
+// layout: key names, the TaskMessage protobuf encoding, the enqueue script
+// (asynq's own, extended to write otpq's code key in the same call) and the
+// result field of a task hash. Everything else in otpq goes through asynq's
+// public API (Server, Inspector). Parity tests (asynqstore_test.go) check
+// that a task written here looks and behaves exactly like one written by
+// asynq.Client; run them when upgrading asynq.
+//
+// Every key of one task, asynq's and otpq's, carries the queue's hash tag
+// {<queue>}, so one script can touch them all on Redis Cluster too.
+package asynqstore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// AllQueues is asynq's set of known queue names (asynq:queues).
+const AllQueues = "asynq:queues"
+
+// DefaultTimeout is the timeout asynq.Client gives a task that has neither
+// a timeout nor a deadline.
+const DefaultTimeout = 30 * time.Minute
+
+// TaskKey is the hash asynq keeps a task in: asynq:{<queue>}:t:<id>.
+func TaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
+// PendingKey is the list of a queue's pending task IDs.
+func PendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
+
+// ScheduledKey is the sorted set of a queue's scheduled task IDs (score:
+// process-at in unix seconds).
+func ScheduledKey(queue string) string { return "asynq:{" + queue + "}:scheduled" }
+
+// ActiveKey is the list of a queue's active (in-flight) task IDs.
+func ActiveKey(queue string) string { return "asynq:{" + queue + "}:active" }
+
+// LeaseKey is the sorted set of a queue's active task leases.
+func LeaseKey(queue string) string { return "asynq:{" + queue + "}:lease" }
+
+// CodeKey is otpq's key holding the code of a task (plaintext or sealed,
+// see internal/task): otpq:{<queue>}:code:<id>, in the task's hash slot.
+func CodeKey(queue, id string) string { return "otpq:{" + queue + "}:code:" + id }
+
+// ResultField is the task hash field asynq's ResultWriter writes and its
+// Inspector reads as TaskInfo.Result.
+const ResultField = "result"
+
+// Message is the part of asynq's TaskMessage that otpq sets at enqueue.
+// Zero values are left out, as protobuf does (proto3).
+type Message struct {
+	Type    string
+	Payload []byte
+	Headers map[string]string
+	ID      string
+	Queue   string
+	// Retry is asynq's max retry count.
+	Retry int
+	// Timeout bounds one attempt (whole seconds); Deadline (unix seconds)
+	// bounds all of them. asynq.Client sets DefaultTimeout when both are 0.
+	Timeout   time.Duration
+	Deadline  time.Time
+	Retention time.Duration
+}
+
+// Encode returns m as asynq's internal base.EncodeMessage does: protobuf,
+// fields in field-number order (see asynq's internal/proto/asynq.proto).
+// Map entries (headers) are sorted by key; protobuf accepts any order.
+func (m Message) Encode() []byte {
+	var b []byte
+	b = appendString(b, 1, m.Type)
+	if len(m.Payload) > 0 {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, m.Payload)
+	}
+	b = appendString(b, 3, m.ID)
+	b = appendString(b, 4, m.Queue)
+	b = appendVarint(b, 5, uint64(int64(int32(m.Retry))))
+	b = appendVarint(b, 8, uint64(int64(m.Timeout/time.Second)))
+	if !m.Deadline.IsZero() {
+		b = appendVarint(b, 9, uint64(m.Deadline.Unix()))
+	}
+	b = appendVarint(b, 12, uint64(int64(m.Retention/time.Second)))
+	keys := make([]string, 0, len(m.Headers))
+	for k := range m.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		var e []byte
+		e = appendString(e, 1, k)
+		e = appendString(e, 2, m.Headers[k])
+		b = protowire.AppendTag(b, 15, protowire.BytesType)
+		b = protowire.AppendBytes(b, e)
+	}
+	return b
+}
+
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+// Task is one task to enqueue with its code.
+type Task struct {
+	Msg Message
+	// ProcessAt schedules the task (asynq's scheduled state) when it is
+	// after the enqueue time; zero or earlier makes it pending at once.
+	ProcessAt time.Time
+	// Code is the value of the task's code key (CodeKey), which expires at
+	// CodeExpiresAt. Empty writes no code key.
+	Code          string
+	CodeExpiresAt time.Time
+}
+
+// enqueueScript enqueues tasks of one queue, each exactly as asynq's own
+// enqueueCmd (pending) or scheduleCmd (scheduled) does, and writes each new
+// task's code key with its expiry in the same call, so that a task never
+// exists without its code or the code without its task. A task ID that
+// already exists is skipped (0) and its code key left alone; a new task
+// gives 1.
+//
+// KEYS[1] -> asynq:{q}:pending, KEYS[2] -> asynq:{q}:scheduled,
+// KEYS[3i], KEYS[3i+1], KEYS[3i+2] -> task hash, code key (i = 1..n)
+// ARGV[1] -> now in unix nsec; for task i, from ARGV[5(i-1)+2]:
+// msg, id, process-at unix sec (0: now), code, code expiry unix msec
+var enqueueScript = redis.NewScript(`
+local out = {}
+local n = (#KEYS - 2) / 2
+for i = 1, n do
+	local tk, ck = KEYS[2*i+1], KEYS[2*i+2]
+	local a = 5*(i-1) + 2
+	if redis.call("EXISTS", tk) == 1 then
+		out[i] = 0
+	else
+		if ARGV[a+2] == "0" then
+			redis.call("HSET", tk, "msg", ARGV[a], "state", "pending", "pending_since", ARGV[1])
+			redis.call("LPUSH", KEYS[1], ARGV[a+1])
+		else
+			redis.call("HSET", tk, "msg", ARGV[a], "state", "scheduled")
+			redis.call("ZADD", KEYS[2], ARGV[a+2], ARGV[a+1])
+		end
+		if ARGV[a+3] ~= "" then
+			redis.call("SET", ck, ARGV[a+3], "PXAT", ARGV[a+4])
+		end
+		out[i] = 1
+	end
+end
+return out
+`)
+
+// Publish registers queues in asynq's queue set, as asynq's client does
+// before its first enqueue into a queue (the Inspector and the web UI list
+// queues from it).
+func Publish(ctx context.Context, rdb redis.Cmdable, queues ...string) error {
+	members := make([]any, len(queues))
+	for i, q := range queues {
+		members[i] = q
+	}
+	return rdb.SAdd(ctx, AllQueues, members...).Err()
+}
+
+// Enqueue writes tasks of one queue in one script call (one round trip)
+// and reports, per task, whether it was created (false: its ID already
+// exists). The queue must have been published (Publish).
+func Enqueue(ctx context.Context, rdb redis.Scripter, queue string, now time.Time, tasks []Task) ([]bool, error) {
+	keys := make([]string, 0, 2+2*len(tasks))
+	args := make([]any, 0, 1+5*len(tasks))
+	keys = append(keys, PendingKey(queue), ScheduledKey(queue))
+	args = append(args, now.UnixNano())
+	for _, t := range tasks {
+		if t.Msg.Queue != queue {
+			return nil, fmt.Errorf("asynqstore: task %s is for queue %q, not %q", t.Msg.ID, t.Msg.Queue, queue)
+		}
+		at := int64(0)
+		if t.ProcessAt.After(now) {
+			at = t.ProcessAt.Unix()
+		}
+		keys = append(keys, TaskKey(queue, t.Msg.ID), CodeKey(queue, t.Msg.ID))
+		args = append(args, t.Msg.Encode(), t.Msg.ID, at, t.Code, t.CodeExpiresAt.UnixMilli())
+	}
+	out, err := enqueueScript.Run(ctx, rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != len(tasks) {
+		return nil, fmt.Errorf("asynqstore: enqueue answered %d results for %d tasks", len(out), len(tasks))
+	}
+	created := make([]bool, len(out))
+	for i, v := range out {
+		created[i] = v == 1
+	}
+	return created, nil
+}
+
+// Delivered queues, on pipe, the writes that follow a delivery: the task's
+// result (what asynq's ResultWriter would write) and the deletion of its
+// code key. Run with the caller's other writes in one round trip.
+func Delivered(ctx context.Context, pipe redis.Pipeliner, queue, id string, result []byte) {
+	pipe.HSet(ctx, TaskKey(queue, id), ResultField, result)
+	pipe.Del(ctx, CodeKey(queue, id))
+}
