@@ -15,6 +15,7 @@ import (
 	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -222,7 +223,7 @@ func TestCodeKeyLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ok, link.TaskID)
 	require.Equal(t, producer.QueueCritical, link.Queue)
-	require.Equal(t, "+15556**0002", link.To, "the link holds a masked destination only")
+	require.Equal(t, redact.Destination("+15556000002"), link.To, "the link holds a masked destination only")
 	ttl, err := b.db.Client.PTTL(ctx, receipts.LinkKey(producer.QueueCritical, st.MessageID)).Result()
 	require.NoError(t, err)
 	require.InDelta(t, producer.DefaultRetention.Seconds(), ttl.Seconds(), 5, "the link lives as long as the result")

@@ -20,7 +20,7 @@ func TestFormatPayload(t *testing.T) {
 		{name: "sealed and unknown fields", in: `{"v":2,"to":"+8618701235678","sealed":"k1:` + secretCode + `","future":{"code":"` + secretCode + `"}}`,
 			want: []string{`"sealed": "[redacted]"`, `"future": "[redacted]"`}},
 		{name: "v3 without code", in: `{"v":3,"to":"+8618701235678","template":{"id":"login"},"expires_at":"2030-01-01T00:00:00Z","retention_s":3600}`,
-			want: []string{`"v": 3`, `"retention_s": 3600`, `"to": "+86187****5678"`}},
+			want: []string{`"v": 3`, `"retention_s": 3600`, `"to": "+861*******678"`}},
 		{name: "scrubbed", in: `{"v":2,"to":"+8618701235678","scrubbed":true}`, want: []string{`"scrubbed": true`}},
 		{name: "code nested in a known field", in: `{"v":{"code":"` + secretCode + `"},"to":["` + secretCode + `"],"template":"` + secretCode + `"}`,
 			want: []string{`"v": "[redacted]"`, `"to": "[redacted]"`, `"template": "[redacted]"`}},
