@@ -264,7 +264,7 @@ func (w *Worker) Start() error {
 		w.log.Warn("OTPQ_PAYLOAD_KEY is not set: producers without a key store codes in plaintext in Redis, and sealed codes cannot be opened here")
 	}
 	w.watch.start()
-	w.log.Info("worker started", startAttrs(w.cfg, w.watch.addr, len(w.servers))...)
+	w.log.Info("worker started", startAttrs(w.cfg, w.watch.addr, w.cfg.Servers)...)
 	return nil
 }
 
