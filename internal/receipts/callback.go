@@ -91,10 +91,10 @@ type Event struct {
 	// At is when EngageLab sent the callback (itime, seconds), else when
 	// it arrived; Received is when it arrived.
 	At, Received time.Time
-	ErrorCode   int
-	ErrorDetail string
-	Cost        float64
-	Currency    string
+	ErrorCode    int
+	ErrorDetail  string
+	Cost         float64
+	Currency     string
 	// MaskedTo is the row's destination, masked (for the cross-check).
 	MaskedTo string
 }

@@ -73,7 +73,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 const (
@@ -103,7 +103,11 @@ type lockedWriter struct {
 	b  *bytes.Buffer
 }
 
-func (w lockedWriter) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.b.Write(p) }
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
 
 // post sends body with a fresh signed header (when signed) and returns the status.
 func (b bundle) post(t *testing.T, body string, hdr map[string]string) int {
@@ -317,7 +321,7 @@ func TestDuplicatesAndOutOfOrder(t *testing.T) {
 	ts := b.now.Now().Unix()
 	post := func(r string) { require.Equal(t, http.StatusOK, b.post(t, body(r), nil)) }
 	post(row("m1", "", "delivered", ts, ""))
-	post(row("m1", "", "delivered", ts, "")) // duplicate
+	post(row("m1", "", "delivered", ts, ""))                                       // duplicate
 	post(row("m1", "", "sent", ts-1, `"billing":{"cost":0.005,"currency":"USD"}`)) // late, earlier stage
 	post(row("m1", "", "sent", ts-1, `"billing":{"cost":0.005,"currency":"USD"}`)) // and its duplicate
 	post(row("m1", "", "plan", ts-2, ""))
