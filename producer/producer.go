@@ -356,6 +356,8 @@ type Status struct {
 	LastFailedAt time.Time `json:"last_failed_at,omitzero"`
 	// DeadLetteredAt is when an archived task was dead-lettered.
 	DeadLetteredAt time.Time `json:"dead_lettered_at,omitzero"`
+	// Receipt is the delivery receipt, once EngageLab reported on the send.
+	Receipt *Receipt `json:"receipt,omitempty"`
 }
 
 // Status looks a task up in every otpq queue. It returns ErrNotFound when
@@ -369,7 +371,11 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 		if err != nil {
 			return nil, fmt.Errorf("producer: status: %w", err)
 		}
-		return statusOf(info), nil
+		st := statusOf(info)
+		if st.Receipt, err = p.receipt(ctx, q, id); err != nil {
+			return nil, err
+		}
+		return st, nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redact"
 )
 
@@ -55,6 +56,13 @@ func FormatPayload(taskType string, payload []byte) string {
 // a result that is not a JSON object is not shown. (asynqmon passes an empty
 // task type for some views, so the type is not used.)
 func FormatResult(_ string, result []byte) string {
+	return FormatResultReceipt(result, nil)
+}
+
+// FormatResultReceipt is FormatResult with the task's delivery receipt, if
+// any, under "delivery": state, channel, times, error and cost (all from
+// the receipt store, which holds no code and a masked destination only).
+func FormatResultReceipt(result []byte, rc *receipts.Receipt) string {
 	if len(result) == 0 {
 		return ""
 	}
@@ -70,6 +78,9 @@ func FormatResult(_ string, result []byte) string {
 		default:
 			out = append(out, kv{k, Redacted})
 		}
+	}
+	if rc != nil {
+		out = append(out, kv{"delivery", receiptFields(rc)})
 	}
 	return encodeOrdered(out)
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/otpq/otpq/internal/httpserve"
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -61,6 +62,9 @@ type Config struct {
 	Ready func(context.Context) error
 	// Logger receives server errors; default slog.Default().
 	Logger *slog.Logger
+	// Callback, when set, is served on receipts.Path outside the UI's basic
+	// auth (it verifies EngageLab's own signature).
+	Callback http.Handler
 }
 
 // Server is the ops HTTP server.
@@ -141,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 		RootPath:         strings.TrimSuffix(UIPath, "/"),
 		RedisConnOpt:     cfg.Redis,
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
-		ResultFormatter:  asynqmon.ResultFormatterFunc(FormatResult),
+		ResultFormatter:  asynqmon.ResultFormatterFunc(s.formatResult),
 		ReadOnly:         cfg.ReadOnly,
 	})
 	mux := http.NewServeMux()
@@ -150,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.readyz)
+	if cfg.Callback != nil {
+		mux.Handle(receipts.Path, cfg.Callback)
+	}
 	mux.HandleFunc("/{$}", s.index)
 	s.handler = mux
 	return s, nil
@@ -223,6 +230,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "otpq operations\n\n%s  web UI\n/metrics      Prometheus metrics\n/healthz      liveness\n/readyz       readiness\n", UIPath)
+	if s.cfg.Callback != nil {
+		fmt.Fprintf(w, "%s  EngageLab status callbacks (POST)\n", receipts.Path)
+	}
 }
 
 // slogPrinter adapts slog to promhttp's error logger.

@@ -1,0 +1,56 @@
+package producer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/receipts"
+)
+
+func TestStatusShowsReceipt(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	id, err := b.p.Send(ctx, validRequest())
+	require.NoError(t, err)
+	st, err := b.p.Status(ctx, id)
+	require.NoError(t, err)
+	require.Nil(t, st.Receipt, "no callback yet")
+
+	acc := time.Now().Add(-2 * time.Second)
+	l := receipts.Link{TaskID: id, Queue: QueueCritical, To: "+86187****5678", AcceptedAt: acc}
+	require.NoError(t, b.db.Client.Set(ctx, receipts.LinkKey(QueueCritical, "m-1"), l.Encode(), time.Hour).Err())
+	recv, err := receipts.NewReceiver(receipts.Config{Redis: b.db.Client})
+	require.NoError(t, err)
+	now := time.Now().Unix()
+	for _, row := range []string{
+		`{"message_id":"m-1","status":{"message_status":"sent","status_data":{"current_send_channel":"whatsapp"},"billing":{"cost":0.004,"currency":"USD"}},"itime":%d}`,
+		`{"message_id":"m-1","status":{"message_status":"delivered","status_data":{"current_send_channel":"whatsapp"}},"itime":%d}`,
+	} {
+		w := httptest.NewRecorder()
+		body := `{"total":1,"rows":[` + fmt.Sprintf(row, now) + `]}`
+		recv.ServeHTTP(w, httptest.NewRequest(http.MethodPost, receipts.Path, strings.NewReader(body)))
+		require.Equal(t, http.StatusOK, w.Code)
+	}
+	st, err = b.p.Status(ctx, id)
+	require.NoError(t, err)
+	require.NotNil(t, st.Receipt)
+	require.Equal(t, "delivered", st.Receipt.State)
+	require.True(t, st.Receipt.Final)
+	require.Equal(t, "whatsapp", st.Receipt.Channel)
+	require.Equal(t, "+86187****5678", st.Receipt.To)
+	require.Equal(t, acc.UnixMilli(), st.Receipt.AcceptedAt.UnixMilli())
+	require.Equal(t, time.Unix(now, 0).UTC(), st.Receipt.DeliveredAt)
+	require.InDelta(t, 0.004, st.Receipt.Cost, 1e-9)
+	require.Len(t, st.Receipt.History, 2)
+	raw, err := json.Marshal(st)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"receipt":{"message_id":"m-1","state":"delivered"`)
+}
