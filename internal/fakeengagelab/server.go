@@ -75,6 +75,9 @@ type Config struct {
 	// MaxBodyBytes limits the request body; a larger body answers 413 with
 	// code 3001. 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Callback, when its URL is set, posts signed status callbacks after
+	// each accepted send; see CallbackConfig.
+	Callback CallbackConfig
 }
 
 // Receipt records one API request that passed authentication and JSON
@@ -119,6 +122,8 @@ type Server struct {
 	receipts  []Receipt
 	freq      map[freqKey]time.Time
 	freqSweep time.Time
+
+	cb *callbacker // nil: no callbacks
 }
 
 type ruleState struct {
@@ -161,6 +166,7 @@ func New(cfg Config) *Server {
 			s.templates[t] = struct{}{}
 		}
 	}
+	s.cb = newCallbacker(cfg.Callback)
 	s.latency.Store(int64(cfg.Latency))
 	s.SetRules(cfg.Rules...)
 	return s
@@ -401,6 +407,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	channel := "sms"
 	if email {
 		channel = "email"
+	}
+	if s.cb != nil {
+		s.cb.accepted(rc.MessageID, rc.To, channel, rc.TemplateID, now)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		MessageID   string `json:"message_id"`
