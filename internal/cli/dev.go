@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ type devSample struct {
 	label string
 	to    string
 	rule  *fakeengagelab.Rule
+	// life is the fake-engagelab --callback lifecycle after TO= (default:
+	// delivered after 200 ms).
+	life string
 }
 
 var devSamples = []devSample{
@@ -33,7 +37,13 @@ var devSamples = []devSample{
 	{label: "retried, then delivered", to: "+8613800138001", rule: &fakeengagelab.Rule{Status: 500, Code: 1000, Times: 1}},
 	{label: "dead-lettered", to: "+8613800138002", rule: &fakeengagelab.Rule{Status: 400, Code: 5013}},
 	{label: "delivered by e-mail", to: "support@example.com"},
+	{label: "accepted, not delivered", to: "+8613800138003", life: "fail:4001"},
+	{label: "SMS after WhatsApp failed", to: "+8613800138004", life: "fallback"},
 }
+
+// Dev callback credentials: the demo verifies signatures like production.
+const devCallbackUser, devCallbackSecret = "dev", "dev-callback-secret"
+
 
 func (m *Main) devCmd() *cobra.Command {
 	cmd := command("dev", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends, web UI.",
@@ -68,23 +78,10 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	defer mr.Close()
 	redisURL := "redis://" + mr.Addr() + "/0"
 
-	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "dev", DevSecret: "dev-secret"})
-	var rules []fakeengagelab.Rule
-	for _, s := range devSamples {
-		if s.rule != nil {
-			r := *s.rule
-			r.To = s.to
-			rules = append(rules, r)
-		}
-	}
-	fake.SetRules(rules...)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("dev: fake provider: %w", err)
 	}
-	fakeCtx, stopFake := context.WithCancel(context.Background())
-	defer stopFake()
-	go serveUntilDone(fakeCtx, ln, fake)
 
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
@@ -94,13 +91,30 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	if err != nil {
 		return err
 	}
+	opsAddr := *of.addr
+	if once {
+		opsAddr = "" // no UI with --once: the callbacks get their own listener
+	}
+	cb, stopCallbacks, err := m.startDevCallbacks(opsAddr, *of.callbackAddr, redisURL, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopCallbacks()
 	uiAddr, stopOps := "", func() {}
 	if !once { // with --once the UI would be gone by the time its link is read
-		if uiAddr, stopOps, err = m.startDevOps(of, redisURL, reg, w.Ready, logger); err != nil {
+		if uiAddr, stopOps, err = m.startDevOps(of, redisURL, reg, w.Ready, logger, cb.handler); err != nil {
 			return err
 		}
 	}
 	defer stopOps()
+	fake, err := newDevFake(cb.url(uiAddr))
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
+	fakeCtx, stopFake := context.WithCancel(context.Background())
+	defer stopFake()
+	go serveUntilDone(fakeCtx, ln, fake)
 	if err := w.Start(); err != nil {
 		return err
 	}
@@ -130,6 +144,7 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 		ids[i] = id
 		samples[id] = true
 	}
+	var receiptsBy context.Context // one deadline for every receipt, from the first finished task
 	for i, s := range devSamples {
 		st, err := waitFinal(ctx, p, ids[i], 30*time.Second)
 		if err != nil {
@@ -143,6 +158,14 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 			line += fmt.Sprintf(", reason %q", st.LastError)
 		}
 		fmt.Fprintln(out, line)
+		if st.State == "completed" {
+			if receiptsBy == nil {
+				var cancel context.CancelFunc
+				receiptsBy, cancel = context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+			}
+			fmt.Fprintln(out, "  "+strings.Repeat(" ", 26)+" "+devReceiptLine(waitReceipt(receiptsBy, p, ids[i])))
+		}
 	}
 	if once {
 		return nil

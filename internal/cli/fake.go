@@ -45,13 +45,16 @@ func ruleText(r fakeengagelab.Rule) string {
 func fakeLong() string {
 	var dev strings.Builder
 	for _, s := range devSamples {
-		if s.rule == nil {
+		switch {
+		case s.rule != nil:
+			r := *s.rule
+			r.To = s.to
+			fmt.Fprintf(&dev, "  %-22s %s: --fail '%s'\n", s.to, s.label, ruleText(r))
+		case s.life != "":
+			fmt.Fprintf(&dev, "  %-22s %s: --callback '%s=%s'\n", s.to, s.label, s.to, s.life)
+		default:
 			fmt.Fprintf(&dev, "  %-22s %s (no rule)\n", s.to, s.label)
-			continue
 		}
-		r := *s.rule
-		r.To = s.to
-		fmt.Fprintf(&dev, "  %-22s %s: --fail '%s'\n", s.to, s.label, ruleText(r))
 	}
 	return `Serves the EngageLab Custom OTP Code API (POST /v1/codes) for local runs and
 tests. Checks Basic auth (ENGAGELAB_DEV_KEY / ENGAGELAB_DEV_SECRET when set,
@@ -74,6 +77,17 @@ at once). STATUS 0 takes the status the real API gives CODE. STATUS 502
 with CODE 0 answers an HTML page, like a failing proxy. TIMES limits the
 rule to the first TIMES matching requests (absent or 0: always).
 
+With --callback-url, every accepted send is followed by EngageLab status
+callbacks to that URL, signed with OTPQ_CALLBACK_USER/OTPQ_CALLBACK_SECRET
+(environment or _FILE, never flags) like the real service: sent at once,
+then delivered after --callback-delay, unless a --callback lifecycle
+matches the destination:
+
+  TO=delivered[:MS]              sent, then delivered after MS milliseconds
+  TO=fail[:CODE]                 sent, then delivered_fail with CODE (4001)
+  TO=fallback                    WhatsApp sent and delivered_failed, then SMS sent and delivered
+  TO=STATUS[/CHANNEL][:CODE]@MS,…  any sequence; add ,dup (each twice) and/or ,reverse (out of order)
+
 Rules otpq dev scripts (the same fake, the same rules):
 ` + dev.String()
 }
@@ -93,10 +107,15 @@ func (m *Main) fakeCmd() *cobra.Command {
 	templates := f.String("templates", "", "known template IDs, comma-separated; others answer 4001", "all known")
 	var rules rulesFlag
 	f.Var(&rules, "fail", "scripted failure TO=STATUS:CODE[:TIMES], TO=429:CODE:TIMES:RETRY_AFTER, TO=hang[:TIMES], TO=delay:DURATION[:TIMES]; TO may be * (repeatable; see otpq help fake-engagelab)")
+	cb := newFakeCallbackFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg := fakeengagelab.Config{
 			DevKey: m.Getenv("ENGAGELAB_DEV_KEY"), DevSecret: m.Getenv("ENGAGELAB_DEV_SECRET"),
 			Latency: *latency, Rules: rules, FrequencyWindow: *window,
+		}
+		var err error
+		if cfg.Callback, err = m.fakeCallbackConfig(cb); err != nil {
+			return err
 		}
 		if *templates != "" {
 			cfg.Templates = strings.Split(*templates, ",")
@@ -106,7 +125,9 @@ func (m *Main) fakeCmd() *cobra.Command {
 			return fmt.Errorf("fake-engagelab: listen: %w", err)
 		}
 		fmt.Fprintf(m.Stderr, "fake EngageLab listening on http://%s\n", ln.Addr())
-		return serveUntilDone(cmd.Context(), ln, fakeengagelab.New(cfg))
+		fake := fakeengagelab.New(cfg)
+		defer fake.Close()
+		return serveUntilDone(cmd.Context(), ln, fake)
 	}
 	return cmd
 }

@@ -19,6 +19,8 @@ var envOnly = []envVar{
 	{"OTPQ_REDIS_CA_FILE", "system roots", "PEM CA that signs the Redis server's certificate; turns TLS on"},
 	{"OTPQ_PAYLOAD_KEY, OTPQ_PAYLOAD_KEY_FILE", "none (codes stored in plaintext; the worker warns at start)", "kid:base64(32 bytes)[,kid2:…], or a file holding it: codes stored AES-256-GCM encrypted; the first key encrypts, all decrypt"},
 	{"OTPQ_UI_USER, OTPQ_UI_PASSWORD", "none", "HTTP basic auth of the web UI (worker, dev)"},
+	{"OTPQ_CALLBACK_USER, OTPQ_CALLBACK_SECRET (or _FILE)", "none (callbacks unverified: served on loopback addresses only)", "username/secret of the EngageLab status callback: X-CALLBACK-ID verified (worker), callbacks signed (fake-engagelab)"},
+	{"OTPQ_CALLBACK_AUTHORIZATION (or _FILE)", "none", "exact Authorization header the EngageLab callback must carry (worker), or sends (fake-engagelab)"},
 }
 
 // exitCodes is the exit code list help and the README print.

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/ops"
+	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/worker"
 )
@@ -28,27 +29,28 @@ const DefaultHTTPAddr = "127.0.0.1:8080"
 // opsFlags are the ops server's flags; its credentials come only from the
 // environment (OTPQ_UI_USER, OTPQ_UI_PASSWORD).
 type opsFlags struct {
-	addr     *string
-	readOnly *bool
+	addr, callbackAddr *string
+	readOnly           *bool
 }
 
 func newOpsFlags(f flagSet) opsFlags {
 	return opsFlags{
-		addr:     f.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
-		readOnly: f.Bool("ui-read-only", false, "serve the web UI without delete/run/archive/pause actions"),
+		addr:         f.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
+		readOnly:     f.Bool("ui-read-only", false, "serve the web UI without delete/run/archive/pause actions"),
+		callbackAddr: f.String("callback-addr", "", "extra listener serving only the EngageLab callback route "+receipts.Path+" (--http-addr serves it too); a non-loopback address needs OTPQ_CALLBACK_USER/_SECRET or OTPQ_CALLBACK_AUTHORIZATION", "none"),
 	}
 }
 
 // opsServer builds the ops server from the flags and the environment; nil
 // when --http-addr is empty. Configuration mistakes (an unprotected UI on a
 // public address) are usage errors.
-func (m *Main) opsServer(f opsFlags, redis asynq.RedisConnOpt, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*ops.Server, error) {
+func (m *Main) opsServer(f opsFlags, redis asynq.RedisConnOpt, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger, callback http.Handler) (*ops.Server, error) {
 	if *f.addr == "" {
 		return nil, nil
 	}
 	s, err := ops.New(ops.Config{
 		Addr: *f.addr, Redis: redis, Registry: reg, Ready: ready, Logger: log, ReadOnly: *f.readOnly,
-		User: m.Getenv("OTPQ_UI_USER"), Password: m.Getenv("OTPQ_UI_PASSWORD"),
+		User: m.Getenv("OTPQ_UI_USER"), Password: m.Getenv("OTPQ_UI_PASSWORD"), Callback: callback,
 	})
 	if err != nil {
 		return nil, usagef("--http-addr: %v", err)
@@ -63,7 +65,20 @@ func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Confi
 	if err != nil {
 		return usagef("%v", err)
 	}
-	srv, err := m.opsServer(f, opt, reg, w.Ready, log)
+	creds, err := m.callbackCredentials()
+	if err != nil {
+		return err
+	}
+	cb, err := m.newCallbacks(creds, opt, reg, log, *f.addr, *f.callbackAddr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cbDone := make(chan struct{})
+	go func() { cb.run(ctx, log); close(cbDone) }()
+	defer func() { cancel(); <-cbDone }()
+	srv, err := m.opsServer(f, opt, reg, w.Ready, log, cb.onOps)
 	if err != nil {
 		return err
 	}
@@ -76,8 +91,6 @@ func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Confi
 		return err
 	}
 	log.Info("ops server listening", "ui", "http://"+ln.Addr().String()+ops.UIPath, "metrics", "http://"+ln.Addr().String()+"/metrics")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
 	err = w.Run(ctx)
@@ -170,12 +183,12 @@ not readiness. For the Docker HEALTHCHECK: the image has no curl.`, noArgs, nil)
 // startDevOps starts the ops server of otpq dev: on --http-addr, or a free
 // port when that is taken. It returns the address it listens on ("" when
 // --http-addr is empty) and a func that stops it.
-func (m *Main) startDevOps(f opsFlags, redisURL string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (string, func(), error) {
+func (m *Main) startDevOps(f opsFlags, redisURL string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger, callback http.Handler) (string, func(), error) {
 	opt, err := redisconn.Option(redisURL, nil, 10)
 	if err != nil {
 		return "", nil, err
 	}
-	srv, err := m.opsServer(f, opt, reg, ready, log)
+	srv, err := m.opsServer(f, opt, reg, ready, log, callback)
 	if err != nil || srv == nil {
 		return "", func() {}, err
 	}

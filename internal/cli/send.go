@@ -233,4 +233,5 @@ func printStatus(w io.Writer, st *producer.Status, now time.Time) {
 	if !st.CompletedAt.IsZero() {
 		fmt.Fprintf(w, "completed_at:   %s\n", at(st.CompletedAt))
 	}
+	printReceipt(w, st.Receipt)
 }

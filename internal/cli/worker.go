@@ -141,7 +141,13 @@ Serves the ops endpoints on --http-addr (default 127.0.0.1:8080): the web UI
 on /monitoring/, Prometheus metrics on /metrics, /healthz and /readyz. The UI
 can delete and re-run tasks: set OTPQ_UI_USER and OTPQ_UI_PASSWORD in the
 environment for basic auth, or pass --ui-read-only; with neither, a
-non-loopback --http-addr is refused (exit 2).`, noArgs, nil)
+non-loopback --http-addr is refused (exit 2).
+
+Receives EngageLab's delivery status callbacks on POST /callbacks/engagelab
+(on --http-addr, outside the UI's basic auth, and on --callback-addr when
+set). OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET (environment or _FILE)
+verify their X-CALLBACK-ID signature; without them (or
+OTPQ_CALLBACK_AUTHORIZATION) callbacks are served on loopback addresses only.`, noArgs, nil)
 	f := newWorkerFlags(flagsOf(cmd))
 	of := newOpsFlags(flagsOf(cmd))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
