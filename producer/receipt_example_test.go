@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/producer"
 )
 
@@ -47,7 +48,7 @@ func ExampleProducer_ReadReceipts() {
 		}
 	}
 	// Output:
-	// task login-42 to +86187****5678: sent_failed via sms (error 4001): offer a voice call
+	// task login-42 to +861*******678: sent_failed via sms (error 4001): offer a voice call
 }
 
 // simulateFailedDelivery stands for a worker that delivered task login-42
@@ -57,7 +58,7 @@ func simulateFailedDelivery(addr string) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	ctx := context.Background()
-	link := receipts.Link{TaskID: "login-42", Queue: "critical", To: "+86187****5678", AcceptedAt: time.Now()}
+	link := receipts.Link{TaskID: "login-42", Queue: "critical", To: redact.Destination("+8618701235678"), AcceptedAt: time.Now()}
 	rdb.Set(ctx, receipts.LinkKey("critical", "1750000000000000001"), link.Encode(), time.Hour)
 	recv, err := receipts.NewReceiver(receipts.Config{Redis: rdb, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/redact"
 )
 
 func TestStatusShowsReceipt(t *testing.T) {
@@ -25,7 +26,7 @@ func TestStatusShowsReceipt(t *testing.T) {
 	require.Nil(t, st.Receipt, "no callback yet")
 
 	acc := time.Now().Add(-2 * time.Second)
-	l := receipts.Link{TaskID: id, Queue: QueueCritical, To: "+86187****5678", AcceptedAt: acc}
+	l := receipts.Link{TaskID: id, Queue: QueueCritical, To: redact.Destination("+8618701235678"), AcceptedAt: acc}
 	require.NoError(t, b.db.Client.Set(ctx, receipts.LinkKey(QueueCritical, "m-1"), l.Encode(), time.Hour).Err())
 	recv, err := receipts.NewReceiver(receipts.Config{Redis: b.db.Client})
 	require.NoError(t, err)
@@ -45,7 +46,7 @@ func TestStatusShowsReceipt(t *testing.T) {
 	require.Equal(t, "delivered", st.Receipt.State)
 	require.True(t, st.Receipt.Final)
 	require.Equal(t, "whatsapp", st.Receipt.Channel)
-	require.Equal(t, "+86187****5678", st.Receipt.To)
+	require.Equal(t, redact.Destination("+8618701235678"), st.Receipt.To)
 	require.Equal(t, acc.UnixMilli(), st.Receipt.AcceptedAt.UnixMilli())
 	require.Equal(t, time.Unix(now, 0).UTC(), st.Receipt.DeliveredAt)
 	require.InDelta(t, 0.004, st.Receipt.Cost, 1e-9)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/producer"
@@ -72,7 +73,7 @@ type callbacks struct {
 // usage error, a non-loopback --http-addr just does not serve the route.
 func (m *Main) newCallbacks(creds receipts.Credentials, opt asynq.RedisConnOpt, reg prometheus.Registerer, log *slog.Logger, httpAddr, callbackAddr string) (*callbacks, error) {
 	if callbackAddr != "" {
-		if err := receipts.CheckExposure(callbackAddr, creds); err != nil {
+		if err := ops.CheckCallbackExposure(callbackAddr, creds); err != nil {
 			return nil, usagef("--callback-addr: %v", err)
 		}
 	}
@@ -87,7 +88,7 @@ func (m *Main) newCallbacks(creds receipts.Credentials, opt asynq.RedisConnOpt, 
 	}
 	c := &callbacks{recv: recv, close: func() { _ = rdb.Close() }}
 	if httpAddr != "" {
-		if receipts.CheckExposure(httpAddr, creds) == nil {
+		if ops.CheckCallbackExposure(httpAddr, creds) == nil {
 			c.onOps = recv
 		} else {
 			log.Warn("EngageLab callbacks not served on --http-addr: it is not a loopback address and OTPQ_CALLBACK_USER/OTPQ_CALLBACK_SECRET (or OTPQ_CALLBACK_AUTHORIZATION) are not set", "addr", httpAddr)

@@ -18,6 +18,7 @@ import (
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -121,7 +122,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 		// provider's first callbacks: they are held and attached later.
 		accepted, err := time.Parse(time.RFC3339, st["completed_at"].(string))
 		require.NoError(t, err)
-		l := receipts.Link{TaskID: id, Queue: task.QueueCritical, To: maskedFor(to), AcceptedAt: accepted}
+		l := receipts.Link{TaskID: id, Queue: task.QueueCritical, To: redact.Destination(to), AcceptedAt: accepted}
 		require.NoError(t, b.db.Client.SetNX(context.Background(), receipts.LinkKey(task.QueueCritical, st["message_id"].(string)), l.Encode(), time.Hour).Err())
 	}
 	text := func(id string) string {
@@ -147,7 +148,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	st := status(ids[failed])
 	rc := st["receipt"].(map[string]any)
 	require.Equal(t, "delivered_fail", rc["raw_status"])
-	require.Equal(t, "+86138****0012", rc["to"])
+	require.Equal(t, redact.Destination(failed), rc["to"])
 
 	resp, err := http.Get("http://" + opsAddr + "/metrics")
 	require.NoError(t, err)
@@ -172,5 +173,3 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	}
 	require.Contains(t, werr.String(), `"msg":"delivery receipt"`)
 }
-
-func maskedFor(to string) string { return to[:6] + "****" + to[len(to)-4:] }

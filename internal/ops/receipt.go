@@ -3,11 +3,25 @@ package ops
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/task"
 )
+
+// ErrCallbackExposed is returned by CheckCallbackExposure.
+var ErrCallbackExposed = errors.New("refusing to receive callbacks unverified on a non-loopback address")
+
+// CheckCallbackExposure refuses a non-loopback address for the callback
+// route when c verifies nothing: anyone could then forge delivery receipts.
+func CheckCallbackExposure(addr string, c receipts.Credentials) error {
+	if c.Verifies() || IsLoopback(addr) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s can be reached from other machines; set OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET (the username/secret of the EngageLab callback), and/or OTPQ_CALLBACK_AUTHORIZATION, or listen on 127.0.0.1", ErrCallbackExposed, addr)
+}
 
 // receiptLookupTimeout bounds the receipt lookup of one shown result: the
 // UI must stay usable when Redis is slow.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -39,7 +40,7 @@ func TestCallbackRouteAndUIReceipt(t *testing.T) {
 	require.NoError(t, json.Unmarshal(info.Result, &res))
 	// The worker's delivery write records this link (issue 10); written
 	// here as well so that the test holds on its own.
-	l := receipts.Link{TaskID: id, Queue: task.QueueCritical, To: "+86138****0009", AcceptedAt: res.SentAt}
+	l := receipts.Link{TaskID: id, Queue: task.QueueCritical, To: redact.Destination(to), AcceptedAt: res.SentAt}
 	require.NoError(t, b.db.Client.Set(context.Background(), receipts.LinkKey(task.QueueCritical, res.MessageID), l.Encode(), time.Hour).Err())
 
 	body := fmt.Sprintf(`{"total":1,"rows":[{"message_id":%q,"to":%q,"channel":"sms","itime":%d,"status":{"message_status":"delivered","status_data":{"current_send_channel":"sms"},"error_code":0}}]}`,
@@ -90,4 +91,12 @@ func TestFormatResultReceipt(t *testing.T) {
 		require.Contains(t, out, want)
 	}
 	require.NotContains(t, ops.FormatResult("", []byte(`{"message_id":"m1"}`)), "delivery")
+}
+
+func TestCheckCallbackExposure(t *testing.T) {
+	require.ErrorIs(t, ops.CheckCallbackExposure("0.0.0.0:8080", receipts.Credentials{}), ops.ErrCallbackExposed)
+	require.ErrorIs(t, ops.CheckCallbackExposure(":8080", receipts.Credentials{}), ops.ErrCallbackExposed)
+	require.NoError(t, ops.CheckCallbackExposure("127.0.0.1:8080", receipts.Credentials{}))
+	require.NoError(t, ops.CheckCallbackExposure("0.0.0.0:8080", receipts.Credentials{Username: "u", Secret: "s"}))
+	require.NoError(t, ops.CheckCallbackExposure("0.0.0.0:8080", receipts.Credentials{Authorization: "Bearer x"}))
 }

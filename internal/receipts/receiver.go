@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,30 +35,6 @@ const (
 	// the URL unavailable when it gets no answer within 3 s.
 	answerWithin = 2500 * time.Millisecond
 )
-
-// ErrExposed is returned by CheckExposure.
-var ErrExposed = errors.New("refusing to receive callbacks unverified on a non-loopback address")
-
-// CheckExposure refuses a non-loopback listen address when c verifies
-// nothing: anyone could then forge delivery receipts.
-func CheckExposure(addr string, c Credentials) error {
-	if c.Verifies() || isLoopback(addr) {
-		return nil
-	}
-	return fmt.Errorf("%w: %s can be reached from other machines; set OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET (the username/secret of the EngageLab callback), and/or OTPQ_CALLBACK_AUTHORIZATION, or listen on 127.0.0.1", ErrExposed, addr)
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // Config configures a Receiver. Zero values mean the documented defaults.
 type Config struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redistest"
 )
 
@@ -251,12 +252,7 @@ func TestMalformedAndOversizedBodies(t *testing.T) {
 	require.Equal(t, 3.0, b.requests("malformed"))
 }
 
-func TestExposureRefusedWithoutVerification(t *testing.T) {
-	require.ErrorIs(t, CheckExposure("0.0.0.0:8080", Credentials{}), ErrExposed)
-	require.ErrorIs(t, CheckExposure(":8080", Credentials{}), ErrExposed)
-	require.NoError(t, CheckExposure("127.0.0.1:8080", Credentials{}))
-	require.NoError(t, CheckExposure("0.0.0.0:8080", Credentials{Username: "u", Secret: "s"}))
-	require.NoError(t, CheckExposure("0.0.0.0:8080", Credentials{Authorization: "Bearer x"}))
+func TestNewReceiverChecksCredentials(t *testing.T) {
 	_, err := NewReceiver(Config{Redis: redis.NewClient(&redis.Options{}), Credentials: Credentials{Username: "u"}})
 	require.ErrorIs(t, err, ErrConfig)
 }
@@ -264,8 +260,8 @@ func TestExposureRefusedWithoutVerification(t *testing.T) {
 func TestMultiRowBodyBothSpellingsAndNotifications(t *testing.T) {
 	b := setup(t, Credentials{Username: testUser, Secret: testSecret})
 	at := b.now.Now().Add(-time.Second)
-	b.link(t, "critical", "t1", "m1", "+86187****5678", at)
-	b.link(t, "bulk", "t2", "m2", "+86187****5679", at)
+	b.link(t, "critical", "t1", "m1", redact.Destination("+8618701235678"), at)
+	b.link(t, "bulk", "t2", "m2", redact.Destination("+8618701235679"), at)
 	b.link(t, "critical", "t3", "m3", "", at)
 	ts := b.now.Now().Unix()
 	require.Equal(t, http.StatusOK, b.post(t, body(
@@ -281,7 +277,7 @@ func TestMultiRowBodyBothSpellingsAndNotifications(t *testing.T) {
 	require.True(t, r1.Final)
 	require.Equal(t, 4001, r1.ErrorCode)
 	require.Equal(t, "Invalid phone number +#############", r1.ErrorDetail, "the provider's echo of the number is scrubbed")
-	require.Equal(t, "+86187****5678", r1.To)
+	require.Equal(t, redact.Destination("+8618701235678"), r1.To)
 	r2 := b.load(t, "bulk", "t2")
 	require.Equal(t, StatusDeliveredFailed, r2.State)
 	require.Equal(t, "delivered_failed", r2.RawStatus)
@@ -387,7 +383,7 @@ func TestCallbackBeforeLinkIsAttachedLater(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { b.recv.Run(ctx); close(done) }()
-	b.link(t, "critical", "t1", "m1", "+86187****5678", b.now.Now())
+	b.link(t, "critical", "t1", "m1", redact.Destination("+8618701235678"), b.now.Now())
 	require.Eventually(t, func() bool {
 		r := b.load(t, "critical", "t1")
 		return r != nil && r.State == StatusDelivered
@@ -412,7 +408,7 @@ func TestHeldReceiptExpires(t *testing.T) {
 
 func TestDestinationMismatchDropped(t *testing.T) {
 	b := setup(t, Credentials{})
-	b.link(t, "critical", "t1", "m1", "+86187****5678", b.now.Now())
+	b.link(t, "critical", "t1", "m1", redact.Destination("+8618701235678"), b.now.Now())
 	require.Equal(t, http.StatusOK, b.post(t, body(row("m1", "+8613900000000", "delivered", b.now.Now().Unix(), "")), nil))
 	require.Nil(t, b.load(t, "critical", "t1"))
 	require.Equal(t, 1.0, counter(b.reg, "otpq_callback_rows_total", map[string]string{"result": "mismatch"}))
@@ -439,7 +435,7 @@ func TestConcurrentCallbacksKeepFinalState(t *testing.T) {
 
 func TestStreamEntries(t *testing.T) {
 	b := setup(t, Credentials{})
-	b.link(t, "critical", "t1", "m1", "+86187****5678", b.now.Now())
+	b.link(t, "critical", "t1", "m1", redact.Destination("+8618701235678"), b.now.Now())
 	ts := b.now.Now().Unix()
 	for _, r := range []string{
 		row("m1", "", "sent", ts, ""), row("m1", "", "sent", ts, ""), // duplicate: no entry
@@ -455,7 +451,7 @@ func TestStreamEntries(t *testing.T) {
 	require.False(t, es[0].Final)
 	last := es[1]
 	require.Equal(t, Entry{ID: last.ID, TaskID: "t1", Queue: "critical", MessageID: "m1", Status: "delivered",
-		RawStatus: "delivered", Final: true, Channel: "sms", At: time.Unix(ts+1, 0).UTC(), To: "+86187****5678"}, last)
+		RawStatus: "delivered", Final: true, Channel: "sms", At: time.Unix(ts+1, 0).UTC(), To: redact.Destination("+8618701235678")}, last)
 	more, err := ReadStream(ctx, b.rdb, last.ID, 10, 50*time.Millisecond)
 	require.NoError(t, err)
 	require.Empty(t, more)
