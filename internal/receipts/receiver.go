@@ -362,8 +362,9 @@ func (r *Receiver) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// Debug only: a Redis outage is reported once, by the worker.
 		if _, err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("matching held receipts", "error", err.Error())
+			r.log.Debug("matching held receipts", "error", err.Error())
 		}
 	}
 }
