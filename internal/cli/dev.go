@@ -44,7 +44,6 @@ var devSamples = []devSample{
 // Dev callback credentials: the demo verifies signatures like production.
 const devCallbackUser, devCallbackSecret = "dev", "dev-callback-secret"
 
-
 func (m *Main) devCmd() *cobra.Command {
 	cmd := command("dev", "Zero-setup demo: embedded Redis, fake provider, worker, sample sends, web UI.",
 		`Starts an embedded Redis (miniredis), the fake EngageLab, and a worker, makes
