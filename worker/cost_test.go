@@ -146,8 +146,10 @@ func idleCost(t *testing.T, c *redis.Client, start func() (stop func())) float64
 // instant provider, next to a hand-written asynq handler (one asynq.Server,
 // asynq's defaults, tasks enqueued by asynq.Client); and the commands per
 // second of each when idle. The figures are logged; the bounds asserted are
-// the design's: one fetch, one code read, one delivery write and asynq's
-// completion per task, and an idle worker under 400 commands/s.
+// the design's: asynq's fetch and completion per task, plus the code read
+// and the delivery write, which concurrent deliveries share (coalesced into
+// common pipelines: 4 round trips per task without that), and an idle
+// worker under 400 commands/s.
 func TestRedisCostPerDelivery(t *testing.T) {
 	r := startRedis(t, "--port")
 	addr := fmt.Sprintf("127.0.0.1:%d", r.port)
@@ -215,6 +217,6 @@ func TestRedisCostPerDelivery(t *testing.T) {
 	t.Logf("| otpq worker, bulk queue | %.1f | %.2f | %.0f | %s |", bulk.cmds, bulk.rts, bulk.rate, bulk.detail)
 	t.Logf("idle Redis commands/s per process: hand-written handler %.0f, otpq worker %.0f", baseIdle, otpqIdle)
 
-	require.LessOrEqual(t, crit.rts, 4.2, "fetch, code read, delivery write, completion")
+	require.LessOrEqual(t, crit.rts, 3.6, "fetch and completion, plus the shared code reads and delivery writes")
 	require.LessOrEqual(t, otpqIdle, 400.0, "idle cost per worker process")
 }

@@ -137,6 +137,7 @@ type Worker struct {
 	limiter *rateLimiter      // nil: no rate limit
 	keys    *sealing.Keyring  // nil: codes in plaintext only
 	watch   *redisWatch       // reports Redis outages, one line each way
+	co      *coalescer        // set by Start
 
 	mu      sync.Mutex
 	started bool
@@ -249,6 +250,7 @@ func (w *Worker) Start() error {
 	if w.started {
 		return errors.New("worker: already started")
 	}
+	w.co = newCoalescer(w.rdb)
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(task.TypeSend, w.processTask)
 	for i, s := range w.servers {
@@ -256,6 +258,7 @@ func (w *Worker) Start() error {
 			for _, started := range w.servers[:i] {
 				started.Shutdown()
 			}
+			w.co.stop()
 			return fmt.Errorf("worker: start: %w", err)
 		}
 	}
@@ -274,6 +277,7 @@ func (w *Worker) Shutdown() {
 	w.mu.Lock()
 	watching := w.started && !w.stopped
 	w.stopped = true
+	co := w.co
 	w.mu.Unlock()
 	if watching {
 		w.watch.shutdown()
@@ -284,6 +288,9 @@ func (w *Worker) Shutdown() {
 		go func() { defer wg.Done(); s.Shutdown() }()
 	}
 	wg.Wait()
+	if co != nil {
+		co.stop() // the handlers have returned
+	}
 	_ = w.rdb.Close()
 	w.log.Info("worker stopped")
 }
@@ -383,10 +390,17 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 }
 
 // loadCode reads the code key of a version 3 task into p.Code (plaintext)
-// or p.Sealed. redis.Nil: there is no code key (expired, or deleted by the
+// or p.Sealed, in a pipeline shared with concurrent deliveries (see
+// coalescer). redis.Nil: there is no code key (expired, or deleted by the
 // delivery of an earlier attempt).
 func (w *Worker) loadCode(ctx context.Context, queue, id string, p *task.Payload) error {
-	v, err := w.rdb.Get(ctx, asynqstore.CodeKey(queue, id)).Result()
+	var get *redis.StringCmd
+	if err := w.co.do(ctx, func(ctx context.Context, pipe redis.Pipeliner) {
+		get = pipe.Get(ctx, asynqstore.CodeKey(queue, id))
+	}); err != nil {
+		return err
+	}
+	v, err := get.Result()
 	if err != nil {
 		return err
 	}
@@ -394,11 +408,12 @@ func (w *Worker) loadCode(ctx context.Context, queue, id string, p *task.Payload
 	return err
 }
 
-// delivered records a delivery in one round trip: the task's result (read
-// by producer.Status, otpq status and the web UI), the deletion of its code
-// key (the code can never go out again, whatever happens to this attempt
-// from now on) and the receipt link message_id → task (internal/receipts).
-// It runs on a context of its own: the code went out even if ctx ended.
+// delivered records a delivery in one pipeline, shared with concurrent
+// deliveries (see coalescer): the task's result (read by producer.Status,
+// otpq status and the web UI), the deletion of its code key (the code can
+// never go out again, whatever happens to this attempt from now on) and
+// the receipt link message_id → task (internal/receipts). It runs even if
+// ctx ended: the code went out.
 func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload, resp *engagelab.Response, attempt int, done outcome.Outcome) error {
 	now := w.now().UTC()
 	res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: now, Outcome: done})
@@ -406,16 +421,20 @@ func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload
 	if p.RetentionSec > 0 {
 		ttl = time.Duration(p.RetentionSec) * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	pipe := w.rdb.Pipeline()
-	asynqstore.Delivered(ctx, pipe, queue, id, res)
-	if resp.MessageID != "" {
-		link := receipts.Link{TaskID: id, Queue: queue, To: redact.Destination(p.To), AcceptedAt: now}
-		pipe.Set(ctx, receipts.LinkKey(queue, resp.MessageID), link.Encode(), ttl)
+	var cmds []redis.Cmder
+	_ = w.co.do(context.WithoutCancel(ctx), func(ctx context.Context, pipe redis.Pipeliner) {
+		cmds = asynqstore.Delivered(ctx, pipe, queue, id, res)
+		if resp.MessageID != "" {
+			link := receipts.Link{TaskID: id, Queue: queue, To: redact.Destination(p.To), AcceptedAt: now}
+			cmds = append(cmds, pipe.Set(ctx, receipts.LinkKey(queue, resp.MessageID), link.Encode(), ttl))
+		}
+	})
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
 	}
-	_, err := pipe.Exec(ctx)
-	return err
+	return nil
 }
 
 // fetchLoop is the configuration of one asynq server of the worker.

@@ -211,8 +211,11 @@ func Enqueue(ctx context.Context, rdb redis.Scripter, queue string, now time.Tim
 
 // Delivered queues, on pipe, the writes that follow a delivery: the task's
 // result (what asynq's ResultWriter would write) and the deletion of its
-// code key. Run with the caller's other writes in one round trip.
-func Delivered(ctx context.Context, pipe redis.Pipeliner, queue, id string, result []byte) {
-	pipe.HSet(ctx, TaskKey(queue, id), ResultField, result)
-	pipe.Del(ctx, CodeKey(queue, id))
+// code key. Run with the caller's other writes in one round trip; the
+// commands are returned for their errors.
+func Delivered(ctx context.Context, pipe redis.Pipeliner, queue, id string, result []byte) []redis.Cmder {
+	return []redis.Cmder{
+		pipe.HSet(ctx, TaskKey(queue, id), ResultField, result),
+		pipe.Del(ctx, CodeKey(queue, id)),
+	}
 }
