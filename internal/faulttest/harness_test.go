@@ -516,19 +516,20 @@ type figures struct {
 	Accepted, Delivered, DeadLettered, Lost int
 	Duplicates, Resent, MaxRequests         int
 	Active, Lease                           int
-	States                                  map[string]int
+	States                                  map[asynq.TaskState]int
+	Missing                                 int // tasks asynq no longer knows
 	Reasons                                 map[string]int
 	info                                    map[string]*asynq.TaskInfo
 }
 
 func (f figures) String() string {
-	return fmt.Sprintf("accepted %d, delivered %d, dead-lettered %d, lost %d, duplicates %d, re-sent %d, max requests/task %d, leftover active %d lease %d; states %v; reasons %v",
-		f.Accepted, f.Delivered, f.DeadLettered, f.Lost, f.Duplicates, f.Resent, f.MaxRequests, f.Active, f.Lease, f.States, f.Reasons)
+	return fmt.Sprintf("accepted %d, delivered %d, dead-lettered %d, lost %d, duplicates %d, re-sent %d, max requests/task %d, leftover active %d lease %d; states %v, missing %d; reasons %v",
+		f.Accepted, f.Delivered, f.DeadLettered, f.Lost, f.Duplicates, f.Resent, f.MaxRequests, f.Active, f.Lease, f.States, f.Missing, f.Reasons)
 }
 
 // settled: every task completed or archived, nothing active or leased.
 func (f figures) settled() bool {
-	return f.States["completed"]+f.States["archived"] == f.Accepted && f.Active == 0 && f.Lease == 0
+	return f.States[asynq.TaskStateCompleted]+f.States[asynq.TaskStateArchived] == f.Accepted && f.Active == 0 && f.Lease == 0
 }
 
 // reasonCategory is the dead-letter category: the archive reason up to its
@@ -542,18 +543,15 @@ func reasonCategory(lastErr string) string {
 
 // measure counts tasks as the accounting defines them.
 func (b *bundle) measure(tasks []sent) (figures, error) {
-	f := figures{Accepted: len(tasks), States: map[string]int{}, Reasons: map[string]int{}, info: map[string]*asynq.TaskInfo{}}
+	f := figures{Accepted: len(tasks), States: map[asynq.TaskState]int{}, Reasons: map[string]int{}, info: map[string]*asynq.TaskInfo{}}
 	// Task states first, the provider's counts after: the fake counts a
 	// delivery before it answers and the worker completes the task after
 	// the answer, so every task seen completed is already counted. (In the
 	// other order a task completing between the two reads looked lost.)
-	states := make([]string, len(tasks))
-	for i, s := range tasks {
+	for _, s := range tasks {
 		info, err := b.insp.GetTaskInfo(s.queue, s.id)
-		states[i] = "missing"
 		switch {
 		case err == nil:
-			states[i] = info.State.String()
 			f.info[s.id] = info
 		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		default:
@@ -564,9 +562,13 @@ func (b *bundle) measure(tasks []sent) (figures, error) {
 	if err != nil {
 		return f, err
 	}
-	for i, s := range tasks {
-		state, info := states[i], f.info[s.id]
-		f.States[state]++
+	for _, s := range tasks {
+		info := f.info[s.id]
+		if info != nil {
+			f.States[info.State]++
+		} else {
+			f.Missing++
+		}
 		d := st.ByTo[s.to]
 		f.Duplicates += max(0, d.Delivered-1)
 		f.Resent += max(0, d.Requests-1)
@@ -574,7 +576,7 @@ func (b *bundle) measure(tasks []sent) (figures, error) {
 		switch {
 		case d.Delivered > 0:
 			f.Delivered++
-		case state == "archived" && info.LastErr != "":
+		case info != nil && info.State == asynq.TaskStateArchived && info.LastErr != "":
 			f.DeadLettered++
 			f.Reasons[reasonCategory(info.LastErr)]++
 		default:

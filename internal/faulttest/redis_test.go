@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 )
 
@@ -136,7 +137,7 @@ func TestRedisUnreachable(t *testing.T) {
 	waitFor(t, 60*time.Second, func() bool {
 		var err error
 		f2, err = b.measure(after)
-		return err == nil && f2.States["completed"] == len(after)
+		return err == nil && f2.States[asynq.TaskStateCompleted] == len(after)
 	}, func() string { return "the 50 tasks enqueued after the outage to complete: " + f2.String() })
 	recovery := time.Since(resumedAt).Round(100 * time.Millisecond)
 	require.True(t, w.running(), "the worker exited during the outage:\n%s", w.log())
