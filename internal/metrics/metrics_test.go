@@ -90,6 +90,25 @@ asynq_tasks_processed_total{queue="critical"} 9
 # TYPE asynq_scrape_up gauge
 asynq_scrape_up 1
 `), "asynq_queue_latency_seconds", "asynq_tasks_processed_total", "asynq_scrape_up"))
+	// One gauge per asynq task state, labelled with asynq's own state names.
+	require.NoError(t, testutil.GatherAndCompare(reg, stringsReader(`
+# HELP asynq_tasks_enqueued_total Number of tasks in a queue, by state (a gauge, despite the name kept from asynq's x/metrics).
+# TYPE asynq_tasks_enqueued_total gauge
+asynq_tasks_enqueued_total{queue="bulk",state="active"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="aggregating"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="archived"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="completed"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="pending"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="retry"} 0
+asynq_tasks_enqueued_total{queue="bulk",state="scheduled"} 0
+asynq_tasks_enqueued_total{queue="critical",state="active"} 0
+asynq_tasks_enqueued_total{queue="critical",state="aggregating"} 0
+asynq_tasks_enqueued_total{queue="critical",state="archived"} 1
+asynq_tasks_enqueued_total{queue="critical",state="completed"} 0
+asynq_tasks_enqueued_total{queue="critical",state="pending"} 2
+asynq_tasks_enqueued_total{queue="critical",state="retry"} 0
+asynq_tasks_enqueued_total{queue="critical",state="scheduled"} 0
+`), "asynq_tasks_enqueued_total"))
 
 	down := prometheus.NewRegistry()
 	down.MustRegister(newQueueCollector(stubInspector{err: errors.New("redis down")}, []string{"critical"}, nil))

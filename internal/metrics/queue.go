@@ -92,11 +92,12 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		g := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{in.Queue}, labels...)...)
 		}
-		for state, n := range map[string]int{
-			"active": in.Active, "pending": in.Pending, "scheduled": in.Scheduled, "retry": in.Retry,
-			"archived": in.Archived, "completed": in.Completed, "aggregating": in.Aggregating,
+		for state, n := range map[asynq.TaskState]int{
+			asynq.TaskStateActive: in.Active, asynq.TaskStatePending: in.Pending, asynq.TaskStateScheduled: in.Scheduled,
+			asynq.TaskStateRetry: in.Retry, asynq.TaskStateArchived: in.Archived, asynq.TaskStateCompleted: in.Completed,
+			asynq.TaskStateAggregating: in.Aggregating,
 		} {
-			g(c.tasks, float64(n), state)
+			g(c.tasks, float64(n), state.String())
 		}
 		g(c.size, float64(in.Size))
 		g(c.latency, in.Latency.Seconds())
