@@ -14,7 +14,6 @@ import (
 
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/receipts"
-	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -38,10 +37,12 @@ func TestCallbackRouteAndUIReceipt(t *testing.T) {
 	info := b.waitState(t, task.QueueCritical, id, asynq.TaskStateCompleted)
 	var res task.Result
 	require.NoError(t, json.Unmarshal(info.Result, &res))
-	// The worker's delivery write records this link (issue 10); written
-	// here as well so that the test holds on its own.
-	l := receipts.Link{TaskID: id, Queue: task.QueueCritical, To: redact.Destination(to), AcceptedAt: res.SentAt}
-	require.NoError(t, b.db.Client.Set(context.Background(), receipts.LinkKey(task.QueueCritical, res.MessageID), l.Encode(), time.Hour).Err())
+	// The worker's delivery write recorded the message_id → task link.
+	raw, err := b.db.Client.Get(context.Background(), receipts.LinkKey(task.QueueCritical, res.MessageID)).Result()
+	require.NoError(t, err)
+	l, err := receipts.DecodeLink(raw)
+	require.NoError(t, err)
+	require.Equal(t, id, l.TaskID)
 
 	body := fmt.Sprintf(`{"total":1,"rows":[{"message_id":%q,"to":%q,"channel":"sms","itime":%d,"status":{"message_status":"delivered","status_data":{"current_send_channel":"sms"},"error_code":0}}]}`,
 		res.MessageID, to, time.Now().Unix())
