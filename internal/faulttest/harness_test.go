@@ -329,12 +329,12 @@ type fakeRule struct {
 	Hang      bool   `json:"hang,omitempty"`
 }
 
-func startFake(t *testing.T, key, secret string, latency time.Duration, extra ...string) *fakeProc {
+func startFake(t *testing.T, key, secret string, latency time.Duration, fakeEnv []string, extra ...string) *fakeProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 		args := append([]string{"fake-engagelab", "--addr", addr, "--latency", latency.String()}, extra...)
-		p := startProc(t, "fake-engagelab", env.bin, []string{"ENGAGELAB_DEV_KEY=" + key, "ENGAGELAB_DEV_SECRET=" + secret}, args...)
+		p := startProc(t, "fake-engagelab", env.bin, append([]string{"ENGAGELAB_DEV_KEY=" + key, "ENGAGELAB_DEV_SECRET=" + secret}, fakeEnv...), args...)
 		f := &fakeProc{url: "http://" + addr, proc: p}
 		deadline := time.Now().Add(10 * time.Second)
 		for p.running() && time.Now().Before(deadline) {
@@ -406,6 +406,7 @@ type setupOpts struct {
 	aof            bool
 	latency        time.Duration
 	fakeArgs       []string
+	fakeEnv        []string // extra environment of the fake (its callback secret)
 	key, secret    string
 	producerConfig func(*producer.Config)
 }
@@ -417,7 +418,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	}
 	b := &bundle{t: t, key: o.key, secret: o.secret}
 	b.redis = startRedis(t, o.aof)
-	b.fake = startFake(t, o.key, o.secret, o.latency, o.fakeArgs...)
+	b.fake = startFake(t, o.key, o.secret, o.latency, o.fakeEnv, o.fakeArgs...)
 	cfg := producer.Config{RedisURL: b.redis.url()}
 	if o.producerConfig != nil {
 		o.producerConfig(&cfg)

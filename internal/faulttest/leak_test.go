@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/asynqstore"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 )
@@ -49,6 +51,13 @@ func (b *bundle) redisValues(t *testing.T) []string {
 		case "zset":
 			v, _ := c.ZRange(ctx, k, 0, -1).Result()
 			out = append(out, v...)
+		case "stream":
+			msgs, _ := c.XRange(ctx, k, "-", "+").Result()
+			for _, m := range msgs {
+				for f, v := range m.Values {
+					out = append(out, f, fmt.Sprint(v))
+				}
+			}
 		}
 	}
 	return out
@@ -272,5 +281,115 @@ func TestCanaryCodeKeysWithoutPayloadKey(t *testing.T) {
 	}
 	rep.figure("%d tasks (%d delivered, %d dead-lettered), no payload key: each code in exactly 1 Redis value (its code key) while queued; %d code keys left for delivered tasks; %d leaks after expiry",
 		len(tasks), f.Delivered, f.DeadLettered, 0, len(leaks))
+	require.Empty(t, leaks)
+}
+
+// TestCanaryReceipts: the fake provider posts signed delivery callbacks
+// (delivered, delivered_fail, a WhatsApp→SMS fallback, duplicates out of
+// order) to a real worker's --callback-addr. No code, full destination or
+// callback secret may appear in the stored receipts, the receipt stream or
+// the held receipts in Redis, and no code, destination or secret in the
+// worker's output or /metrics.
+func TestCanaryReceipts(t *testing.T) {
+	rep := newReport(t, 14, "delivery receipts: signed callbacks (delivered, failed, fallback, duplicates out of order) to `--callback-addr`, `--log-level debug`",
+		"every receipt final; 0 codes, full destinations or callback secrets in stored receipts, the receipt stream, worker output or `/metrics`")
+	const cbUser, cbSecret = "canary-cb-user", "canary-CB-SECRET-5tR8"
+	cbAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	tos := []string{"+15559900001", "+15559900002", "+15559900003", "+15559900004", "+15559900005", "+15559900006"}
+	b := setup(t, setupOpts{
+		fakeEnv: []string{"OTPQ_CALLBACK_USER=" + cbUser, "OTPQ_CALLBACK_SECRET=" + cbSecret},
+		fakeArgs: []string{"--callback-url", "http://" + cbAddr + "/callbacks/engagelab", "--callback-delay", "100ms",
+			"--callback", tos[2] + "=fail:4001", "--callback", tos[3] + "=fallback",
+			"--callback", tos[4] + "=sent@0,delivered@100,dup,reverse"},
+	})
+	w := b.startWorkerEnv([]string{"OTPQ_CALLBACK_USER=" + cbUser, "OTPQ_CALLBACK_SECRET=" + cbSecret},
+		"--log-level", "debug", "--callback-addr", cbAddr)
+	codeOf := map[string]string{}
+	var tasks []sent
+	for i, to := range tos {
+		code := fmt.Sprintf("RCPT%06dK", 161803+i)
+		s, err := b.sendTo(context.Background(), to, code, nil)
+		require.NoError(t, err)
+		codeOf[s.id] = code
+		tasks = append(tasks, s)
+	}
+	f := b.settle(tasks, 30*time.Second)
+	require.Equal(t, len(tasks), f.Delivered, "%s", f)
+	states := map[string]string{}
+	require.Eventually(t, func() bool {
+		for _, s := range tasks {
+			st, err := b.prod.Status(context.Background(), s.id)
+			if err != nil || st.Receipt == nil || !st.Receipt.Final {
+				return false
+			}
+			states[redact.Destination(s.to)] = st.Receipt.State + "/" + st.Receipt.Channel
+		}
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "not every receipt is final; worker log:\n%s", w.log())
+	require.Equal(t, "delivered_failed/sms", states[redact.Destination(tos[2])])
+	require.Equal(t, "delivered/sms", states[redact.Destination(tos[3])], "the SMS fallback delivered")
+	require.Equal(t, "delivered/sms", states[redact.Destination(tos[4])], "a late earlier stage does not replace delivered")
+
+	// What the receipt path stores: receipts, their history, the stream,
+	// held receipts.
+	ctx := context.Background()
+	var stored []string
+	for _, pattern := range []string{"otpq:{*}:receipt:*", "otpq:receipts", "otpq:{receipts}:*"} {
+		keys, err := b.redis.c.Keys(ctx, pattern).Result()
+		require.NoError(t, err)
+		for _, k := range keys {
+			stored = append(stored, k)
+			switch typ := b.redis.c.Type(ctx, k).Val(); typ {
+			case "hash":
+				for f, v := range b.redis.c.HGetAll(ctx, k).Val() {
+					stored = append(stored, f, v)
+				}
+			case "list":
+				stored = append(stored, b.redis.c.LRange(ctx, k, 0, -1).Val()...)
+			case "zset":
+				stored = append(stored, b.redis.c.ZRange(ctx, k, 0, -1).Val()...)
+			case "stream":
+				for _, m := range b.redis.c.XRange(ctx, k, "-", "+").Val() {
+					for f, v := range m.Values {
+						stored = append(stored, f, fmt.Sprint(v))
+					}
+				}
+			}
+		}
+	}
+	// The scan sees what it must not miss: masked destinations are there.
+	require.True(t, slices.ContainsFunc(stored, func(v string) bool { return strings.Contains(v, redact.Destination(tos[0])) }),
+		"the receipt scan sees no masked destination: it would miss a full one")
+	streamLen := b.redis.c.XLen(ctx, "otpq:receipts").Val()
+	require.Positive(t, streamLen)
+	metrics := httpGet(t, w.opsURL+"/metrics")
+	require.Contains(t, metrics, `otpq_receipts_total{channel="sms",status="delivered"}`)
+	var leaks []string
+	check := func(where string, texts []string, secrets ...string) {
+		for _, txt := range texts {
+			for _, sec := range secrets {
+				if strings.Contains(txt, sec) {
+					leaks = append(leaks, where)
+					return
+				}
+			}
+		}
+	}
+	var secrets []string
+	for _, code := range codeOf {
+		secrets = append(secrets, code)
+	}
+	secrets = append(append(secrets, tos...), cbSecret)
+	check("stored receipts or stream", stored, secrets...)
+	check("worker output", []string{w.log()}, secrets...)
+	check("/metrics", []string{metrics}, secrets...)
+	for _, v := range b.redisValues(t) {
+		if strings.Contains(v, cbSecret) {
+			leaks = append(leaks, "callback secret in Redis")
+		}
+	}
+	check("fake output", []string{b.fake.proc.log()}, cbSecret)
+	rep.figure("%d sends, %d final receipts (%v); searched %d stored receipt/stream/held values (%d stream entries), %d worker log lines, %d lines of /metrics: %d leaks",
+		len(tasks), len(states), states, len(stored), streamLen, strings.Count(w.log(), "\n"), strings.Count(metrics, "\n"), len(leaks))
 	require.Empty(t, leaks)
 }
