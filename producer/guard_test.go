@@ -205,7 +205,7 @@ func TestDestinationGuardRefunds(t *testing.T) {
 	}
 	// A failed enqueue: the queue's task hash key is taken by a string, so
 	// asynq's enqueue script fails after the guard counted the send.
-	require.NoError(t, b.db.Client.Set(ctx, "asynq:{critical}:t:k2", "junk", 0).Err())
+	require.NoError(t, b.db.Client.Set(ctx, asynqstore.TaskKey(QueueCritical, "k2"), "junk", 0).Err())
 	_, err = b.p.Send(ctx, validRequest(), DedupKey("k2"))
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrDestinationLimited))

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -117,8 +118,8 @@ func measureDeliveries(t *testing.T, c *redis.Client, rts *atomic.Int64, sender 
 	took := time.Since(began)
 	// Let the last completions land before reading the counters.
 	q := func() int64 {
-		a, _ := c.LLen(ctx, "asynq:{critical}:active").Result()
-		b, _ := c.LLen(ctx, "asynq:{bulk}:active").Result()
+		a, _ := c.LLen(ctx, asynqstore.ActiveKey(task.QueueCritical)).Result()
+		b, _ := c.LLen(ctx, asynqstore.ActiveKey(task.QueueBulk)).Result()
 		return a + b
 	}
 	require.Eventually(t, func() bool { return q() == 0 }, 10*time.Second, time.Millisecond)

@@ -340,12 +340,12 @@ func TestAmbiguousThen3004(t *testing.T) {
 func crash(t *testing.T, b bundle, id string) {
 	t.Helper()
 	ctx := context.Background()
-	q := "asynq:{" + producer.QueueCritical + "}:"
+	q := producer.QueueCritical
 	c := b.db.Client
-	require.EqualValues(t, 1, c.LRem(ctx, q+"pending", 0, id).Val())
-	require.NoError(t, c.LPush(ctx, q+"active", id).Err())
-	require.NoError(t, c.ZAdd(ctx, q+"lease", redis.Z{Score: float64(time.Now().Add(-time.Minute).Unix()), Member: id}).Err())
-	require.NoError(t, c.HSet(ctx, q+"t:"+id, "state", "active").Err())
+	require.EqualValues(t, 1, c.LRem(ctx, asynqstore.PendingKey(q), 0, id).Val())
+	require.NoError(t, c.LPush(ctx, asynqstore.ActiveKey(q), id).Err())
+	require.NoError(t, c.ZAdd(ctx, asynqstore.LeaseKey(q), redis.Z{Score: float64(time.Now().Add(-time.Minute).Unix()), Member: id}).Err())
+	require.NoError(t, c.HSet(ctx, asynqstore.TaskKey(q, id), "state", "active").Err())
 }
 
 // TestCrashRedelivery: a task whose worker died mid-send is retried by the

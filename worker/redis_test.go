@@ -125,7 +125,7 @@ func (pr pair) deliver(t *testing.T, to string) {
 	// find the queue until another process enqueues to it.)
 	require.Eventually(t, func() bool { return pr.fake.Delivered(to) == 1 }, 20*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool {
-		state, _ := pr.rdb.HGet(ctx, "asynq:{"+producer.QueueCritical+"}:t:"+id, "state").Result()
+		state, _ := pr.rdb.HGet(ctx, asynqstore.TaskKey(producer.QueueCritical, id), "state").Result()
 		return state == "completed"
 	}, 5*time.Second, 10*time.Millisecond)
 
