@@ -306,34 +306,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, 0, "Not Found")
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, 0, "Method Not Allowed")
-		return
-	}
-	if user, pass, ok := r.BasicAuth(); !ok || !s.authorized(user, pass) {
-		writeError(w, http.StatusUnauthorized, 2001, DefaultMessage(2001))
-		return
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		writeError(w, http.StatusBadRequest, 3001, "Invalid request parameter format. Content-Type must be application/json.")
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, 3001,
-				"Invalid request parameter format. Request body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes.")
-			return
-		}
-		// The client went away mid-body; nobody will read an answer.
-		writeError(w, http.StatusBadRequest, 3001, DefaultMessage(3001))
-		return
-	}
-	var req sendRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, 3001, DefaultMessage(3001))
+	req, ok := s.readRequest(w, r)
+	if !ok {
 		return
 	}
 	rc := Receipt{To: req.To, Code: req.Code}
@@ -342,46 +316,102 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	email := strings.Contains(rc.To, "@")
 	errStatus, errCode, errMsg := validate(&rc, email)
-
-	// Arrival: count, and pick the rule while holding the lock once.
-	var rule Rule
-	matched := false
-	s.mu.Lock()
-	if rc.To != "" {
-		s.destLocked(rc.To).requests++
-	}
-	if errCode == 0 {
-		rule, matched = s.matchLocked(rc.To)
-	}
-	s.mu.Unlock()
-
+	rule, matched := s.arrive(rc.To, errCode == 0)
 	if errCode != 0 {
 		s.fail(w, rc, errStatus, errCode, errMsg)
 		return
 	}
-	if matched {
-		if !sleep(ctx, rule.Latency) {
-			s.record(rc)
-			return
-		}
-		if rule.Hang {
-			<-ctx.Done()
-			s.record(rc)
-			return
-		}
-		if st := rule.failureStatus(); st != 0 {
-			s.answerRule(w, rc, rule, st)
-			return
-		}
+	if matched && s.applyRule(ctx, w, rc, rule) {
+		return
 	}
-	if s.templates != nil {
-		if _, ok := s.templates[rc.TemplateID]; !ok {
-			s.fail(w, rc, http.StatusBadRequest, 4001, DefaultMessage(4001))
-			return
-		}
+	if s.templates != nil && !s.knownTemplate(rc.TemplateID) {
+		s.fail(w, rc, http.StatusBadRequest, 4001, DefaultMessage(4001))
+		return
 	}
+	s.accept(w, rc, email)
+}
 
-	// Success, unless the frequency limit says otherwise.
+// readRequest checks an API request's method, credentials, content type
+// and size and decodes its body; on any failure it has written the API's
+// error answer and returns false.
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (sendRequest, bool) {
+	var req sendRequest
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, 0, "Method Not Allowed")
+		return req, false
+	}
+	if user, pass, ok := r.BasicAuth(); !ok || !s.authorized(user, pass) {
+		writeError(w, http.StatusUnauthorized, 2001, DefaultMessage(2001))
+		return req, false
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeError(w, http.StatusBadRequest, 3001, "Invalid request parameter format. Content-Type must be application/json.")
+		return req, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, 3001,
+				"Invalid request parameter format. Request body exceeds "+strconv.FormatInt(s.maxBody, 10)+" bytes.")
+			return req, false
+		}
+		// The client went away mid-body; nobody will read an answer.
+		writeError(w, http.StatusBadRequest, 3001, DefaultMessage(3001))
+		return req, false
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, 3001, DefaultMessage(3001))
+		return req, false
+	}
+	return req, true
+}
+
+// arrive counts a request to to and, when the request is valid, picks the
+// rule that applies to it, under the lock once.
+func (s *Server) arrive(to string, valid bool) (rule Rule, matched bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if to != "" {
+		s.destLocked(to).requests++
+	}
+	if valid {
+		rule, matched = s.matchLocked(to)
+	}
+	return rule, matched
+}
+
+// applyRule plays a matched rule's latency, hang or failure; it returns
+// true when the request is answered (or abandoned) by it, false when the
+// request goes on to the normal checks.
+func (s *Server) applyRule(ctx context.Context, w http.ResponseWriter, rc Receipt, rule Rule) bool {
+	if !sleep(ctx, rule.Latency) {
+		s.record(rc)
+		return true
+	}
+	if rule.Hang {
+		<-ctx.Done()
+		s.record(rc)
+		return true
+	}
+	if st := rule.failureStatus(); st != 0 {
+		s.answerRule(w, rc, rule, st)
+		return true
+	}
+	return false
+}
+
+// knownTemplate reports whether id is one of Config.Templates.
+func (s *Server) knownTemplate(id string) bool {
+	_, ok := s.templates[id]
+	return ok
+}
+
+// accept answers a valid request: 3004 when the frequency window refuses
+// it, else a new message_id (and, with callbacks on, the status callbacks
+// that follow a delivery).
+func (s *Server) accept(w http.ResponseWriter, rc Receipt, email bool) {
 	now := time.Now()
 	rc.At = now
 	s.mu.Lock()
