@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/httpserve"
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redisconn"
@@ -111,7 +112,7 @@ func (c *callbacks) run(ctx context.Context, log *slog.Logger) {
 		mux := http.NewServeMux()
 		mux.Handle(receipts.Path, c.recv)
 		log.Info("EngageLab callback listener", "url", "http://"+c.ln.Addr().String()+receipts.Path)
-		if err := serveUntilDone(ctx, c.ln, mux); err != nil {
+		if err := httpserve.Serve(ctx, c.ln, mux); err != nil {
 			log.Error("callback listener", "error", err.Error())
 		}
 	}

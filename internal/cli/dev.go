@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/httpserve"
 	"github.com/otpq/otpq/internal/ops"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -113,7 +114,7 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 	defer fake.Close()
 	fakeCtx, stopFake := context.WithCancel(context.Background())
 	defer stopFake()
-	go serveUntilDone(fakeCtx, ln, fake)
+	go httpserve.Serve(fakeCtx, ln, fake)
 	if err := w.Start(); err != nil {
 		return err
 	}

@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/httpserve"
 )
 
 // rulesFlag collects repeated --fail rules.
@@ -127,25 +124,7 @@ func (m *Main) fakeCmd() *cobra.Command {
 		fmt.Fprintf(m.Stderr, "fake EngageLab listening on http://%s\n", ln.Addr())
 		fake := fakeengagelab.New(cfg)
 		defer fake.Close()
-		return serveUntilDone(cmd.Context(), ln, fake)
+		return httpserve.Serve(cmd.Context(), ln, fake)
 	}
 	return cmd
-}
-
-// serveUntilDone serves h on ln until ctx ends, then shuts down gracefully.
-func serveUntilDone(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
 }
