@@ -305,7 +305,7 @@ func successAnswer(resp *http.Response, req Request) (*Response, error) {
 	if b.Code != 0 {
 		return nil, &APIError{StatusCode: resp.StatusCode, Code: b.Code, Message: providerText(b.Message, req, MaxMessageText)}
 	}
-	out := &Response{MessageID: providerText(b.MessageID, req, MaxIDText), SendChannel: providerText(b.SendChannel, req, MaxIDText)}
+	out := &Response{MessageID: idText(b.MessageID, req), SendChannel: idText(b.SendChannel, req)}
 	if out.MessageID == "" {
 		out.Unconfirmed = fmt.Sprintf("HTTP %d without a message_id", resp.StatusCode)
 	}

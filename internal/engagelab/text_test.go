@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/redact"
 )
 
 func TestPrintable(t *testing.T) {
@@ -19,4 +21,23 @@ func TestPrintable(t *testing.T) {
 	// Never a cut inside an escape.
 	cut := Printable(strings.Repeat("a", 122)+"\x1b\x1b", 128)
 	require.Equal(t, strings.Repeat("a", 122)+`…`, cut)
+}
+
+// A provider-assigned ID keeps digits that merely contain the code (a
+// 19-digit message_id holds most 3- and 4-digit codes somewhere), so that
+// receipts still match it; the code standing as a token of its own is
+// still redacted.
+func TestIDTextRedactsOnlyTheCodeAsAToken(t *testing.T) {
+	req := Request{To: "+8618701235678", Code: "2081"}
+	for _, tc := range []struct{ in, want string }{
+		{"1795682081781234567", "1795682081781234567"},
+		{"2081", "[redacted]"},
+		{"id-2081", "id-[redacted]"},
+		{"2081:x:2081", "[redacted]:x:[redacted]"},
+		{"a2081-2081", "a2081-[redacted]"},
+		{"to+8618701235678", "to" + redact.Destination("+8618701235678")},
+		{"17\x1b[2J", `17\x1b[2J`},
+	} {
+		require.Equal(t, tc.want, idText(tc.in, req), tc.in)
+	}
 }
