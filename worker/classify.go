@@ -12,28 +12,28 @@ import (
 	"github.com/otpq/otpq/internal/outcome"
 )
 
-// Kind is what the worker does with a failed attempt.
-type Kind int
+// kind is what the worker does with a failed attempt.
+type kind int
 
 // The outcomes of classify.
 const (
-	// Retry: the failure can succeed later; counts against MaxRetry.
-	Retry Kind = iota + 1
-	// Throttle: the provider asked us to slow down (HTTP 429); retried after
+	// kindRetry: the failure can succeed later; counts against MaxRetry.
+	kindRetry kind = iota + 1
+	// kindThrottle: the provider asked us to slow down (HTTP 429); retried after
 	// its Retry-After without counting against MaxRetry.
-	Throttle
-	// Permanent: retrying cannot help; the task is dead-lettered at once.
-	Permanent
+	kindThrottle
+	// kindPermanent: retrying cannot help; the task is dead-lettered at once.
+	kindPermanent
 )
 
 // String names the kind for logs and metrics.
-func (k Kind) String() string {
+func (k kind) String() string {
 	switch k {
-	case Retry:
+	case kindRetry:
 		return "retry"
-	case Throttle:
+	case kindThrottle:
 		return "throttle"
-	case Permanent:
+	case kindPermanent:
 		return "permanent"
 	}
 	return "unknown"
@@ -41,46 +41,50 @@ func (k Kind) String() string {
 
 // classify is the one place that decides retry versus dead-letter for a
 // failed provider call:
-//   - HTTP 429 and the global rate limit (RateLimit): Throttle;
+//   - HTTP 429 and the global rate limit (RateLimit): kindThrottle;
 //   - HTTP 5xx, EngageLab codes 1000–1999 and codes in extra
-//     ((*engagelab.APIError).Retryable): Retry;
-//   - transport failures and timeouts: Retry;
-//   - a redirect (*engagelab.RedirectError, never followed): Permanent,
+//     ((*engagelab.APIError).Retryable): kindRetry;
+//   - transport failures and timeouts: kindRetry;
+//   - a redirect (*engagelab.RedirectError, never followed): kindPermanent,
 //     a configuration problem;
 //   - every other API answer (4xx with a 2000–5999 code, a 2xx whose body
-//     carries a code…): Permanent.
+//     carries a code…): kindPermanent;
+//   - an error of a custom Sender wrapping ErrRejected: kindPermanent.
 //
-// deadLetterReason names the Reason of a Permanent failure.
-func classify(err error, extra map[engagelab.Code]bool) Kind {
+// deadLetterReason names the Reason of a kindPermanent failure.
+func classify(err error, extra map[engagelab.Code]bool) kind {
 	var rl *rateLimited
 	if errors.As(err, &rl) {
-		return Throttle // our own global rate limit: wait, do not count
+		return kindThrottle // our own global rate limit: wait, do not count
 	}
 	var re *engagelab.RedirectError
 	if errors.As(err, &re) {
-		return Permanent // retrying sends to the same wrong place
+		return kindPermanent // retrying sends to the same wrong place
 	}
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) {
 		switch {
 		case apiErr.StatusCode == 429:
-			return Throttle
+			return kindThrottle
 		case apiErr.Retryable(), extra[apiErr.Code]:
-			return Retry
+			return kindRetry
 		default:
-			return Permanent
+			return kindPermanent
 		}
+	}
+	if errors.Is(err, ErrRejected) {
+		return kindPermanent // a custom Sender's refusal
 	}
 	var te *engagelab.TransportError
 	if errors.As(err, &te) || errors.Is(err, context.DeadlineExceeded) {
-		return Retry
+		return kindRetry
 	}
 	// Anything unexpected (a bug, a context error) is retried rather than
 	// thrown away: the expiry still bounds it.
-	return Retry
+	return kindRetry
 }
 
-// deadLetterReason is why a failure that classify calls Permanent is
+// deadLetterReason is why a failure that classify calls kindPermanent is
 // dead-lettered: a redirect is a configuration problem, a 3004 after an
 // ambiguous attempt a likely delivery, anything else the provider's refusal.
 func deadLetterReason(err error) outcome.Reason {

@@ -19,28 +19,28 @@ import (
 var specCodes = []struct {
 	code   engagelab.Code
 	status int
-	want   Kind
+	want   kind
 }{
-	{1000, 500, Retry},
-	{2001, 401, Permanent},
-	{2002, 401, Permanent},
-	{2004, 403, Permanent},
-	{3001, 400, Permanent},
-	{3002, 400, Permanent},
-	{3003, 400, Permanent},
-	{3004, 400, Permanent},
-	{4001, 400, Permanent},
-	{5001, 400, Permanent},
-	{5011, 400, Permanent},
-	{5012, 400, Permanent},
-	{5013, 400, Permanent},
-	{5014, 400, Permanent},
-	{5015, 400, Permanent},
-	{5016, 400, Permanent},
-	{5017, 400, Permanent},
-	{5018, 400, Permanent},
-	{5019, 400, Permanent},
-	{5020, 400, Permanent},
+	{1000, 500, kindRetry},
+	{2001, 401, kindPermanent},
+	{2002, 401, kindPermanent},
+	{2004, 403, kindPermanent},
+	{3001, 400, kindPermanent},
+	{3002, 400, kindPermanent},
+	{3003, 400, kindPermanent},
+	{3004, 400, kindPermanent},
+	{4001, 400, kindPermanent},
+	{5001, 400, kindPermanent},
+	{5011, 400, kindPermanent},
+	{5012, 400, kindPermanent},
+	{5013, 400, kindPermanent},
+	{5014, 400, kindPermanent},
+	{5015, 400, kindPermanent},
+	{5016, 400, kindPermanent},
+	{5017, 400, kindPermanent},
+	{5018, 400, kindPermanent},
+	{5019, 400, kindPermanent},
+	{5020, 400, kindPermanent},
 }
 
 func TestClassifySpecCodes(t *testing.T) {
@@ -60,20 +60,22 @@ func TestClassifyOther(t *testing.T) {
 		name  string
 		err   error
 		extra map[engagelab.Code]bool
-		want  Kind
+		want  kind
 	}{
-		{"1999 on a 400", &engagelab.APIError{StatusCode: 400, Code: 1999}, nil, Retry},
-		{"proxy 502 without code", &engagelab.APIError{StatusCode: 502}, nil, Retry},
-		{"503 with a 5001 body", &engagelab.APIError{StatusCode: 503, Code: 5001}, nil, Retry},
-		{"throttle", &engagelab.APIError{StatusCode: 429, RetryAfter: time.Second}, nil, Throttle},
-		{"operator-added 5016", &engagelab.APIError{StatusCode: 400, Code: 5016}, map[engagelab.Code]bool{5016: true}, Retry},
-		{"unknown 4xx", &engagelab.APIError{StatusCode: 404}, nil, Permanent},
-		{"timeout", &engagelab.TransportError{Sent: true, Err: context.DeadlineExceeded}, nil, Retry},
-		{"refused", &engagelab.TransportError{Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, nil, Retry},
-		{"wrapped", fmt.Errorf("x: %w", &engagelab.APIError{StatusCode: 400, Code: 5013}), nil, Permanent},
-		{"2xx carrying 3004", &engagelab.APIError{StatusCode: 200, Code: 3004}, nil, Permanent},
-		{"2xx carrying 1000", &engagelab.APIError{StatusCode: 200, Code: 1000}, nil, Retry},
-		{"redirect", &engagelab.RedirectError{StatusCode: 307, Host: "elsewhere:443"}, nil, Permanent},
+		{"1999 on a 400", &engagelab.APIError{StatusCode: 400, Code: 1999}, nil, kindRetry},
+		{"proxy 502 without code", &engagelab.APIError{StatusCode: 502}, nil, kindRetry},
+		{"503 with a 5001 body", &engagelab.APIError{StatusCode: 503, Code: 5001}, nil, kindRetry},
+		{"throttle", &engagelab.APIError{StatusCode: 429, RetryAfter: time.Second}, nil, kindThrottle},
+		{"operator-added 5016", &engagelab.APIError{StatusCode: 400, Code: 5016}, map[engagelab.Code]bool{5016: true}, kindRetry},
+		{"unknown 4xx", &engagelab.APIError{StatusCode: 404}, nil, kindPermanent},
+		{"timeout", &engagelab.TransportError{Sent: true, Err: context.DeadlineExceeded}, nil, kindRetry},
+		{"refused", &engagelab.TransportError{Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, nil, kindRetry},
+		{"wrapped", fmt.Errorf("x: %w", &engagelab.APIError{StatusCode: 400, Code: 5013}), nil, kindPermanent},
+		{"2xx carrying 3004", &engagelab.APIError{StatusCode: 200, Code: 3004}, nil, kindPermanent},
+		{"2xx carrying 1000", &engagelab.APIError{StatusCode: 200, Code: 1000}, nil, kindRetry},
+		{"redirect", &engagelab.RedirectError{StatusCode: 307, Host: "elsewhere:443"}, nil, kindPermanent},
+		{"custom sender's refusal", fmt.Errorf("gateway: %w", ErrRejected), nil, kindPermanent},
+		{"custom sender's other error", errors.New("gateway down"), nil, kindRetry},
 	}
 	for _, tc := range cases {
 		require.Equal(t, tc.want, classify(tc.err, tc.extra), tc.name)

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/asynqstore"
-	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -49,9 +48,9 @@ func (h rtHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proces
 // the bottleneck.
 type instantSender struct{ n atomic.Int64 }
 
-func (s *instantSender) Send(_ context.Context, _ engagelab.Request) (*engagelab.Response, error) {
+func (s *instantSender) Send(_ context.Context, _ worker.SendRequest) (*worker.SendResponse, error) {
 	n := s.n.Add(1)
-	return &engagelab.Response{MessageID: "m" + strconv.FormatInt(n, 10), SendChannel: "sms"}, nil
+	return &worker.SendResponse{MessageID: "m" + strconv.FormatInt(n, 10), SendChannel: "sms"}, nil
 }
 
 // commandStats is INFO commandstats: calls per command (commands run inside
@@ -195,7 +194,7 @@ func TestRedisCostPerDelivery(t *testing.T) {
 			Queues: map[string]int{task.QueueCritical: 10, task.QueueBulk: 1}, LogLevel: asynq.FatalLevel})
 		mux := asynq.NewServeMux()
 		mux.HandleFunc(task.TypeSend, func(ctx context.Context, at *asynq.Task) error {
-			_, err := sender.Send(ctx, engagelab.Request{})
+			_, err := sender.Send(ctx, worker.SendRequest{})
 			return err
 		})
 		require.NoError(t, srv.Start(mux))

@@ -31,6 +31,25 @@
 //     as the reason: every other error, a payload that cannot be decoded,
 //     and a code that expired before it could be sent (it is never sent).
 //
+// # Metrics
+//
+// With Config.Registerer the worker registers these Prometheus series:
+//   - otpq_sends_total{outcome, engagelab_code}: attempts by outcome
+//     (delivered, accepted_unconfirmed, retry, throttle, dead_letter,
+//     expired) and EngageLab error code ("none", a code of the API spec,
+//     or "other");
+//   - otpq_provider_request_duration_seconds{result}: one provider request,
+//     by result (ok, api_error, transport_error);
+//   - otpq_retries_total{kind}: attempts scheduled again, retry (counts
+//     against MaxRetry) or throttle (does not);
+//   - otpq_dead_letters_total{reason}: tasks dead-lettered, by reason
+//     (bad_payload, expired, retries_exhausted, provider_rejected,
+//     configuration, no_code, other);
+//   - otpq_expired_total: codes that expired before they could be delivered;
+//   - otpq_sends_in_flight: tasks being processed by this process now;
+//   - otpq_enqueue_to_send_seconds: from enqueue to the provider accepting
+//     the code.
+//
 // Logs carry the task ID, masked destination, template, attempt, EngageLab
 // code and latency, never the code or the credentials. Shutdown (or
 // cancelling the context given to Run) waits for in-flight sends.

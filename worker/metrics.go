@@ -19,7 +19,7 @@ type timedSender struct {
 	m *metrics.Delivery
 }
 
-func (s timedSender) Send(ctx context.Context, req engagelab.Request) (*engagelab.Response, error) {
+func (s timedSender) Send(ctx context.Context, req SendRequest) (*SendResponse, error) {
 	start := time.Now()
 	resp, err := s.Sender.Send(ctx, req)
 	result := metrics.ResultOK

@@ -66,7 +66,7 @@ func newRateLimiter(rdb redis.UniversalClient, rate float64, burst int, maxWait 
 }
 
 // rateLimited is the error of a send that must wait longer for a slot than
-// a handler waits: a Throttle, retried after retryAfter without counting
+// a handler waits: a throttle (kindThrottle), retried after retryAfter without counting
 // against MaxRetry.
 type rateLimited struct {
 	retryAfter time.Duration

@@ -91,12 +91,13 @@ type Config struct {
 
 	// Logger receives one line per delivery outcome; default slog.Default().
 	Logger *slog.Logger
-	// Sender replaces the EngageLab client (tests, the benchmark baseline).
+	// Sender replaces the EngageLab client (a test double, another
+	// gateway); BaseURL, DevKey, DevSecret and HTTPTimeout are then unused.
 	Sender Sender
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// Registerer receives otpq's delivery metrics (see internal/metrics);
-	// nil records none.
+	// Registerer receives the worker's delivery metrics, listed in the
+	// package documentation (Metrics); nil records none.
 	Registerer prometheus.Registerer
 
 	// RateLimit caps provider calls per second across every worker sharing
@@ -118,11 +119,6 @@ type Config struct {
 	PayloadKeys string
 }
 
-// Sender delivers one send. *engagelab.Client implements it.
-type Sender interface {
-	Send(ctx context.Context, req engagelab.Request) (*engagelab.Response, error)
-}
-
 // Worker delivers otp:send tasks. Create it with New, then Run it (or
 // Start and Shutdown).
 type Worker struct {
@@ -142,6 +138,7 @@ type Worker struct {
 	mu      sync.Mutex
 	started bool
 	stopped bool
+	done    chan struct{} // closed by the first Shutdown
 }
 
 // New checks cfg and builds a Worker. It does not contact Redis.
@@ -194,7 +191,7 @@ func New(cfg Config) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
-		sender = c
+		sender = engagelabSender{c}
 	}
 	var dm *metrics.Delivery
 	if cfg.Registerer != nil {
@@ -212,7 +209,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[engagelab.Code]bool{}, metrics: dm}
+	w := &Worker{done: make(chan struct{}), cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[engagelab.Code]bool{}, metrics: dm}
 	if w.keys, err = sealing.Parse(cfg.PayloadKeys); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("worker: PayloadKeys: %w", err)
@@ -247,8 +244,11 @@ func New(cfg Config) (*Worker, error) {
 func (w *Worker) Start() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.started {
-		return errors.New("worker: already started")
+	switch {
+	case w.stopped:
+		return errors.New("worker: start: already shut down")
+	case w.started:
+		return errors.New("worker: start: already started")
 	}
 	w.co = newCoalescer(w.rdb)
 	mux := asynq.NewServeMux()
@@ -272,13 +272,20 @@ func (w *Worker) Start() error {
 }
 
 // Shutdown stops fetching, waits up to ShutdownTimeout for in-flight sends,
-// puts back what is still running and closes the Redis connections.
+// puts back what is still running and closes the Redis connections. Later
+// calls wait for the first to finish; a shut down worker cannot start again.
 func (w *Worker) Shutdown() {
 	w.mu.Lock()
 	watching := w.started && !w.stopped
+	first := !w.stopped
 	w.stopped = true
 	co := w.co
 	w.mu.Unlock()
+	if !first {
+		<-w.done // the first call is draining
+		return
+	}
+	defer close(w.done)
 	if watching {
 		w.watch.shutdown()
 	}
@@ -295,14 +302,25 @@ func (w *Worker) Shutdown() {
 	w.log.Info("worker stopped")
 }
 
-// Run starts the worker and blocks until ctx is done, then shuts down
-// gracefully.
+// Run starts the worker and blocks until ctx is done (or Shutdown is
+// called), then shuts down gracefully. It returns Start's error when the
+// worker could not start (already started, already shut down, an asynq
+// server refusing to start). Once started, it returns nil when it was
+// stopped as asked (ctx cancelled, or Shutdown), and otherwise the reason
+// ctx gives for ending: its deadline (context.DeadlineExceeded) or the
+// cause given to a context.WithCancelCause.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-w.done:
+	}
 	w.Shutdown()
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+		return cause
+	}
 	return nil
 }
 
@@ -414,7 +432,7 @@ func (w *Worker) loadCode(ctx context.Context, queue, id string, p *task.Payload
 // never go out again, whatever happens to this attempt from now on) and
 // the receipt link message_id → task (internal/receipts). It runs even if
 // ctx ended: the code went out.
-func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload, resp *engagelab.Response, attempt int, done outcome.Outcome) error {
+func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload, resp *SendResponse, attempt int, done outcome.Outcome) error {
 	now := w.now().UTC()
 	res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: now, Outcome: done})
 	ttl := DefaultResultRetention
@@ -477,7 +495,7 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	}
 	log = log.With("engagelab_code", code)
 	kind := classify(err, w.extra)
-	if kind == Permanent {
+	if kind == kindPermanent {
 		switch reason := deadLetterReason(err); reason {
 		case outcome.LikelyDelivered:
 			log.Warn("dead-lettered", "outcome", outcome.DeliveredLikely, "reason", reason, "error", err.Error())
@@ -494,7 +512,7 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	var delay time.Duration
 	if rl := (*rateLimited)(nil); errors.As(err, &rl) {
 		delay = max(rl.retryAfter, w.cfg.PollInterval)
-	} else if kind == Throttle {
+	} else if kind == kindThrottle {
 		delay = max(apiErr.RetryAfter, w.cfg.RetryMinDelay)
 	} else {
 		if retried >= w.cfg.MaxRetry {
@@ -508,11 +526,11 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 		return newDeadLetter(outcome.CodeExpired, err, "%s: code expires before the next attempt would start: %s", outcome.CodeExpired, reasonText(err))
 	}
 	retry := outcome.Retry
-	if kind == Throttle {
+	if kind == kindThrottle {
 		retry = outcome.Throttle
 	}
 	log.Warn("will retry", "outcome", retry, "retry_in_ms", delay.Milliseconds(), "error", err.Error())
-	return &retryLater{delay: delay, counted: kind == Retry, cause: err}
+	return &retryLater{delay: delay, counted: kind == kindRetry, cause: err}
 }
 
 // reasonText is the provider's code and message, the form operators read in
@@ -546,17 +564,15 @@ func (w *Worker) backoff(n int) time.Duration {
 // that provably never reached the provider (connection refused, DNS), at
 // most three times within ~0.5s and never past the code's expiry. A request
 // whose outcome is unknown is never re-sent here.
-func (w *Worker) send(ctx context.Context, p task.Payload) (*engagelab.Response, error) {
-	req := engagelab.Request{To: p.To, Code: p.Code, Template: engagelab.Template{
-		ID: p.Template.ID, Language: p.Template.Language, Params: p.Template.Params,
-	}}
+func (w *Worker) send(ctx context.Context, p task.Payload) (*SendResponse, error) {
+	req := SendRequest{To: p.To, Code: p.Code, TemplateID: p.Template.ID, Language: p.Template.Language, Params: p.Template.Params}
 	ctx, cancel := context.WithDeadline(ctx, p.ExpiresAt)
 	defer cancel()
 	quick := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(50*time.Millisecond),
 		backoff.WithMaxInterval(250*time.Millisecond),
 	), 3), ctx)
-	return backoff.RetryWithData(func() (*engagelab.Response, error) {
+	return backoff.RetryWithData(func() (*SendResponse, error) {
 		resp, err := w.sender.Send(ctx, req)
 		var te *engagelab.TransportError
 		if err != nil && !(errors.As(err, &te) && !te.Sent) {

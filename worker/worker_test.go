@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -306,4 +307,31 @@ func TestIdleLatency(t *testing.T) {
 	}
 	t.Logf("worst enqueue→provider latency over 10 idle sends: %s", worst)
 	require.Less(t, worst, 500*time.Millisecond, "asynq's default poll would take 0.5-1.5s")
+}
+
+func TestRunReturnsWhyItStopped(t *testing.T) {
+	b := setupStopped(t, nil)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- b.worker.Run(ctx) }()
+	require.Eventually(t, func() bool { return b.worker.Ready(context.Background()) == nil }, 5*time.Second, 10*time.Millisecond)
+	require.ErrorContains(t, b.worker.Run(context.Background()), "already started", "a second Run does not start twice")
+	stop := errors.New("SIGTERM received")
+	cancel(stop)
+	require.ErrorIs(t, <-ran, stop, "Run returns the cause ctx ended with")
+	require.ErrorContains(t, b.worker.Run(context.Background()), "already shut down", "a shut down worker does not start again")
+}
+
+func TestRunStopsOnShutdown(t *testing.T) {
+	b := setupStopped(t, nil)
+	ran := make(chan error, 1)
+	go func() { ran <- b.worker.Run(context.Background()) }()
+	require.Eventually(t, func() bool { return b.worker.Ready(context.Background()) == nil }, 5*time.Second, 10*time.Millisecond)
+	b.worker.Shutdown()
+	select {
+	case err := <-ran:
+		require.NoError(t, err, "a requested stop is not an error")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Shutdown")
+	}
 }

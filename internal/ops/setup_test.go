@@ -167,14 +167,18 @@ func (b bundle) getJSON(t *testing.T, path string, v any) string {
 // for one destination, and delivers through EngageLab otherwise.
 type panickySender struct {
 	to   string
-	next worker.Sender
+	next *engagelab.Client
 }
 
-func (s panickySender) Send(ctx context.Context, req engagelab.Request) (*engagelab.Response, error) {
+func (s panickySender) Send(ctx context.Context, req worker.SendRequest) (*worker.SendResponse, error) {
 	if req.To == s.to {
 		panic("sender exploded on code " + req.Code + " with secret " + canarySecret)
 	}
-	return s.next.Send(ctx, req)
+	resp, err := s.next.Send(ctx, engagelab.Request{To: req.To, Code: req.Code, Template: engagelab.Template{ID: req.TemplateID, Language: req.Language, Params: req.Params}})
+	if err != nil {
+		return nil, err
+	}
+	return &worker.SendResponse{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Unconfirmed: resp.Unconfirmed}, nil
 }
 
 // setupOpsOnly serves an ops server (no worker, no auth) for redisOpt.
