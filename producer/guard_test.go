@@ -230,7 +230,9 @@ func TestDestinationGuardOff(t *testing.T) {
 func TestPayloadSealedAtRest(t *testing.T) {
 	key, err := sealing.GenerateKey("k1")
 	require.NoError(t, err)
-	b := setupWith(t, func(c *Config) { c.PayloadKeys = key })
+	ring, err := ParseKeys(key)
+	require.NoError(t, err)
+	b := setupWith(t, func(c *Config) { c.PayloadKeys = ring })
 	ctx := context.Background()
 	id, err := b.p.Send(ctx, validRequest())
 	require.NoError(t, err)
@@ -263,11 +265,14 @@ func TestPayloadSealedAtRest(t *testing.T) {
 	require.Error(t, err, "the sealed code is bound to its task, not only its destination")
 }
 
-func TestPayloadKeysInvalid(t *testing.T) {
-	_, err := New(Config{PayloadKeys: "k1:c2hvcnQ="})
+func TestParseKeys(t *testing.T) {
+	_, err := ParseKeys("k1:c2hvcnQ=")
 	require.ErrorIs(t, err, sealing.ErrBadKeyring)
-	require.Contains(t, err.Error(), "PayloadKeys")
+	require.Contains(t, err.Error(), "payload keys")
 	require.NotContains(t, err.Error(), "c2hvcnQ=")
+	ring, err := ParseKeys("")
+	require.NoError(t, err)
+	require.Nil(t, ring, "no text, no keys: codes in plaintext")
 }
 
 // redisText is every key and value of the test's database, as text.

@@ -70,11 +70,11 @@ type Config struct {
 	// DestinationWindow is the guard's sliding window; default 15 minutes.
 	DestinationWindow time.Duration
 
-	// PayloadKeys seals codes at rest: kid:base64(32 bytes)[,kid2:…], as in
-	// OTPQ_PAYLOAD_KEY. The first key encrypts (AES-256-GCM); the worker
-	// needs it (or a ring holding it) to decrypt. Empty stores codes in
+	// PayloadKeys seals codes at rest (ParseKeys reads the text form of
+	// OTPQ_PAYLOAD_KEY). The first key encrypts (AES-256-GCM); the worker
+	// needs it (or a ring holding it) to decrypt. nil stores codes in
 	// plaintext.
-	PayloadKeys string
+	PayloadKeys *Keys
 }
 
 // Producer enqueues OTP sends. It is safe for concurrent use.
@@ -98,13 +98,8 @@ func New(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
-	keys, err := sealing.Parse(cfg.PayloadKeys)
-	if err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("producer: PayloadKeys: %w", err)
-	}
 	p := &Producer{
-		keys:      keys,
+		keys:      (*sealing.Keyring)(cfg.PayloadKeys),
 		rdb:       rdb,
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		retention: cfg.Retention,

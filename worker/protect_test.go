@@ -110,10 +110,18 @@ func TestRateLimitConfigChecked(t *testing.T) {
 	require.ErrorContains(t, err, "RateLimit")
 }
 
+// ring parses a payload key ring in the text form of OTPQ_PAYLOAD_KEY.
+func ring(t *testing.T, text string) *producer.Keys {
+	t.Helper()
+	keys, err := producer.ParseKeys(text)
+	require.NoError(t, err)
+	return keys
+}
+
 // keyedProducer is a producer of b's Redis that seals with keys.
 func keyedProducer(t *testing.T, b bundle, keys string) *producer.Producer {
 	t.Helper()
-	p, err := producer.New(producer.Config{RedisURL: b.db.URL(), PayloadKeys: keys})
+	p, err := producer.New(producer.Config{RedisURL: b.db.URL(), PayloadKeys: ring(t, keys)})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	return p
@@ -125,7 +133,7 @@ func TestSealedCodeDeliveredAcrossKeyRotation(t *testing.T) {
 	k2, err := sealing.GenerateKey("k2")
 	require.NoError(t, err)
 	// The worker already rotated to k2 and keeps k1 to open old tasks.
-	b := setup(t, func(c *worker.Config) { c.PayloadKeys = k2 + "," + k1 })
+	b := setup(t, func(c *worker.Config) { c.PayloadKeys = ring(t, k2+","+k1) })
 	ctx := context.Background()
 	for _, keys := range []string{k1, k2} {
 		p := keyedProducer(t, b, keys)
@@ -167,7 +175,7 @@ func TestSealedCodeTampered(t *testing.T) {
 	require.NoError(t, err)
 	kr, err := sealing.Parse(k1)
 	require.NoError(t, err)
-	b := setup(t, func(c *worker.Config) { c.PayloadKeys = k1 })
+	b := setup(t, func(c *worker.Config) { c.PayloadKeys = ring(t, k1) })
 	sealed, err := kr.Seal(canaryCode, "+15555000001")
 	require.NoError(t, err)
 	payload, err := task.Encode(task.Payload{To: "+15555000002", Sealed: sealed, Template: task.Template{ID: "t"},
@@ -264,7 +272,7 @@ func TestOldPayloadVersionsStillDeliver(t *testing.T) {
 	require.NoError(t, err)
 	kr, err := sealing.Parse(k1)
 	require.NoError(t, err)
-	b := setup(t, func(c *worker.Config) { c.PayloadKeys = k1 })
+	b := setup(t, func(c *worker.Config) { c.PayloadKeys = ring(t, k1) })
 	sealed, err := kr.Seal(canaryCode, "+15558000002")
 	require.NoError(t, err)
 	exp := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
@@ -290,7 +298,7 @@ func TestOldPayloadVersionsStillDeliver(t *testing.T) {
 func TestSealedCodeMovedToAnotherTask(t *testing.T) {
 	k1, err := sealing.GenerateKey("k1")
 	require.NoError(t, err)
-	b := setupStopped(t, func(c *worker.Config) { c.PayloadKeys = k1 })
+	b := setupStopped(t, func(c *worker.Config) { c.PayloadKeys = ring(t, k1) })
 	ctx := context.Background()
 	p := keyedProducer(t, b, k1)
 	send := func(code string) string {

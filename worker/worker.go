@@ -24,6 +24,7 @@ import (
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
 	"github.com/otpq/otpq/internal/task"
+	"github.com/otpq/otpq/producer"
 )
 
 // Defaults used when a Config field is zero.
@@ -112,11 +113,11 @@ type Config struct {
 	// MaxRateWait bounds the in-handler wait for a rate limit slot; default 2s.
 	MaxRateWait time.Duration
 
-	// PayloadKeys opens sealed codes: kid:base64(32 bytes)[,kid2:…], as in
-	// OTPQ_PAYLOAD_KEY; every key of the ring decrypts. Empty: sealed tasks
+	// PayloadKeys opens sealed codes (producer.ParseKeys reads the text form
+	// of OTPQ_PAYLOAD_KEY); every key of the ring decrypts. nil: sealed tasks
 	// are retried (another worker may hold the key) until they expire, and
 	// Start logs a warning.
-	PayloadKeys string
+	PayloadKeys *producer.Keys
 }
 
 // Worker delivers otp:send tasks. Create it with New, then Run it (or
@@ -210,10 +211,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{done: make(chan struct{}), cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[engagelab.Code]bool{}, metrics: dm}
-	if w.keys, err = sealing.Parse(cfg.PayloadKeys); err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("worker: PayloadKeys: %w", err)
-	}
+	w.keys = (*sealing.Keyring)(cfg.PayloadKeys)
 	if cfg.RateLimit < 0 || cfg.RateBurst < 0 {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)

@@ -1,13 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"os"
 	"strings"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/otpq/otpq/internal/redisconn"
-	"github.com/otpq/otpq/internal/sealing"
+	"github.com/otpq/otpq/producer"
 )
 
 // Secrets read from the environment or from files named there, never from
@@ -32,23 +33,24 @@ func secretFile(env, path string) (string, error) {
 }
 
 // payloadKeys is the payload keyring (kid:base64key[,…]) from
-// OTPQ_PAYLOAD_KEY or the file OTPQ_PAYLOAD_KEY_FILE names; "" when
+// OTPQ_PAYLOAD_KEY or the file OTPQ_PAYLOAD_KEY_FILE names; nil when
 // neither is set. A malformed ring is a usage error that shows no key.
-func (m *Main) payloadKeys() (string, error) {
+func (m *Main) payloadKeys() (*producer.Keys, error) {
 	keys, file := m.Getenv(envPayloadKey), m.Getenv(envPayloadKeyFile)
 	if keys != "" && file != "" {
-		return "", usagef("set %s or %s, not both", envPayloadKey, envPayloadKeyFile)
+		return nil, usagef("set %s or %s, not both", envPayloadKey, envPayloadKeyFile)
 	}
 	if file != "" {
 		var err error
 		if keys, err = secretFile(envPayloadKeyFile, file); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	if _, err := sealing.Parse(keys); err != nil {
-		return "", usagef("%s: %v", envPayloadKey, err)
+	ring, err := producer.ParseKeys(keys)
+	if err != nil {
+		return nil, usagef("%s: %v", envPayloadKey, errors.Unwrap(err))
 	}
-	return keys, nil
+	return ring, nil
 }
 
 // redisOption parses the Redis URL and applies the password file

@@ -91,7 +91,9 @@ func TestCanaryAbsent(t *testing.T) {
 	rawKey := []byte("canary-payload-key-0123456789abc")
 	require.Len(t, rawKey, 32)
 	payloadKey := base64.StdEncoding.EncodeToString(rawKey)
-	ring := "k1:" + payloadKey
+	ringText := "k1:" + payloadKey
+	ring, err := producer.ParseKeys(ringText)
+	require.NoError(t, err)
 	b := setup(t, setupOpts{key: "canary-key-4Hn2", secret: secret,
 		producerConfig: func(c *producer.Config) { c.PayloadKeys = ring }})
 	codeOf := map[string]string{}
@@ -141,7 +143,7 @@ func TestCanaryAbsent(t *testing.T) {
 		require.Contains(t, queuedValues, v, "the Redis scan misses the code keys")
 	}
 	time.Sleep(1200 * time.Millisecond) // the short-lived codes expire before any worker runs
-	w := b.startWorkerEnv([]string{"OTPQ_PAYLOAD_KEY=" + ring}, "--log-level", "debug", "--concurrency", "10", "--http-timeout", "500ms",
+	w := b.startWorkerEnv([]string{"OTPQ_PAYLOAD_KEY=" + ringText}, "--log-level", "debug", "--concurrency", "10", "--http-timeout", "500ms",
 		"--max-retry", "2", "--retry-min-delay", "200ms", "--retry-max-delay", "400ms")
 	all := append(append([]sent{}, tasks...), bad)
 	f := b.settle(all, 60*time.Second)
