@@ -150,7 +150,7 @@ type Option func(*options)
 
 type options struct {
 	queue     string
-	expiresIn time.Duration
+	expiresIn *time.Duration // nil: not given
 	expiresAt time.Time
 	dedupKey  string
 	delay     time.Duration
@@ -161,11 +161,13 @@ type options struct {
 // interactive sends, QueueBulk for batch jobs.
 func Queue(name string) Option { return func(o *options) { o.queue = name } }
 
-// ExpiresIn sets how long the code stays valid from now (default 5 minutes).
-// An expired code is never sent.
-func ExpiresIn(d time.Duration) Option { return func(o *options) { o.expiresIn = d } }
+// ExpiresIn sets how long the code stays valid from now (default
+// DefaultExpiry, 5 minutes; 0 means the default). An expired code is never
+// sent. Giving both ExpiresIn and ExpiresAt is invalid.
+func ExpiresIn(d time.Duration) Option { return func(o *options) { o.expiresIn = &d } }
 
-// ExpiresAt sets the instant the code stops being valid.
+// ExpiresAt sets the instant the code stops being valid. Giving both
+// ExpiresIn and ExpiresAt is invalid.
 func ExpiresAt(t time.Time) Option { return func(o *options) { o.expiresAt = t } }
 
 // DedupKey makes the send idempotent: a second Send with the same key in the
@@ -176,16 +178,24 @@ func DedupKey(key string) Option { return func(o *options) { o.dedupKey = key } 
 // Delay holds the send back for d; it must end before the code expires.
 func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 
-// MaxRetry caps the retries of this task (default DefaultMaxRetry, 8; the
-// worker applies its own limit too, so the lower one wins).
+// MaxRetry caps the retries of this task after its first attempt. As
+// worker.Config.MaxRetry: 0 means the default (DefaultMaxRetry, 8) and a
+// negative n means no retries. The worker applies its own limit too, so
+// the lower one wins.
 func MaxRetry(n int) Option { return func(o *options) { o.maxRetry = n } }
 
 // prepare validates req and opts and builds the task and code key that
 // Send would store, without touching Redis.
 func (p *Producer) prepare(req Request, opts []Option) (asynqstore.Task, error) {
-	o := options{queue: QueueCritical, maxRetry: DefaultMaxRetry}
+	o := options{queue: QueueCritical}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	switch {
+	case o.maxRetry == 0:
+		o.maxRetry = DefaultMaxRetry
+	case o.maxRetry < 0:
+		o.maxRetry = 0 // retries disabled
 	}
 	if err := req.Validate(); err != nil {
 		return asynqstore.Task{}, err
@@ -195,10 +205,13 @@ func (p *Producer) prepare(req Request, opts []Option) (asynqstore.Task, error) 
 	}
 	now := p.now()
 	expires := o.expiresAt
-	if expires.IsZero() {
-		d := o.expiresIn
-		if d == 0 {
-			d = DefaultExpiry
+	switch {
+	case o.expiresIn != nil && !expires.IsZero():
+		return asynqstore.Task{}, invalid("expires_in", "and expires_at both given: set one")
+	case expires.IsZero():
+		d := DefaultExpiry
+		if o.expiresIn != nil && *o.expiresIn != 0 {
+			d = *o.expiresIn
 		}
 		if d < 0 {
 			return asynqstore.Task{}, invalid("expires_in", "must be positive")
@@ -213,9 +226,6 @@ func (p *Producer) prepare(req Request, opts []Option) (asynqstore.Task, error) 
 	}
 	if o.delay > 0 && !now.Add(o.delay).Before(expires) {
 		return asynqstore.Task{}, invalid("delay", "the code would expire before the send starts")
-	}
-	if o.maxRetry < 0 {
-		return asynqstore.Task{}, invalid("max_retry", "must not be negative")
 	}
 	id := o.dedupKey
 	if id != "" {

@@ -125,11 +125,15 @@ func TestSendInvalidEnqueuesNothing(t *testing.T) {
 	r.To = "12345"
 	_, err := b.p.Send(context.Background(), r)
 	require.ErrorIs(t, err, ErrInvalid)
-	for _, opt := range []Option{Queue("default"), ExpiresIn(-time.Second), ExpiresAt(b.now.Add(-time.Second)),
-		Delay(10 * time.Minute), DedupKey("has space"), DedupKey(strings.Repeat("k", 200))} {
-		_, err := b.p.Send(context.Background(), validRequest(), opt)
+	for _, opts := range [][]Option{{Queue("default")}, {ExpiresIn(-time.Second)}, {ExpiresAt(b.now.Add(-time.Second))},
+		{Delay(10 * time.Minute)}, {DedupKey("has space")}, {DedupKey(strings.Repeat("k", 200))}} {
+		_, err := b.p.Send(context.Background(), validRequest(), opts...)
 		require.ErrorIs(t, err, ErrInvalid)
 	}
+	_, err = b.p.Send(context.Background(), validRequest(), ExpiresIn(time.Minute), ExpiresAt(b.now.Add(time.Hour)))
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "expires_in", "both options named, neither silently wins")
+	require.ErrorContains(t, err, "expires_at")
 	keys, err := b.db.Client.Keys(context.Background(), "*").Result()
 	require.NoError(t, err)
 	require.Empty(t, keys, "nothing may reach Redis")
@@ -226,4 +230,17 @@ func TestStatusIsPrintable(t *testing.T) {
 	require.True(t, strings.HasPrefix(st.LastError, `engagelab 3003: \x1b]0;pwned\a`), st.LastError[:40])
 	require.LessOrEqual(t, len(st.LastError), 2048)
 	require.Equal(t, "delivered", st.Outcome)
+}
+
+// TestMaxRetryZeroValues: MaxRetry reads as worker.Config.MaxRetry does: 0
+// is the default, negative is no retries.
+func TestMaxRetryZeroValues(t *testing.T) {
+	b := setup(t)
+	for n, want := range map[int]int{0: DefaultMaxRetry, -1: 0, 3: 3} {
+		id, err := b.p.Send(context.Background(), validRequest(), MaxRetry(n))
+		require.NoError(t, err)
+		info, err := b.ins.GetTaskInfo(QueueCritical, id)
+		require.NoError(t, err)
+		require.Equal(t, want, info.MaxRetry, "MaxRetry(%d)", n)
+	}
 }

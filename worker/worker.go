@@ -70,7 +70,8 @@ type Config struct {
 	// loop, serving both queues.
 	Servers int
 	// MaxRetry is the most retries of a task after its first attempt;
-	// default 8; negative disables retries. A task's own, lower asynq
+	// 0 means the default (8), negative disables retries, as with the
+	// producer.MaxRetry option. A task's own, lower asynq
 	// MaxRetry also applies.
 	MaxRetry int
 	// RetryMinDelay and RetryMaxDelay bound the exponential, jittered retry
