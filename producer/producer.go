@@ -334,13 +334,37 @@ func (p *Producer) publish(ctx context.Context, queues ...string) error {
 	return nil
 }
 
+// State is a task's state as asynq stores it (and its web UI shows it).
+type State string
+
+// The states of a task.
+const (
+	// StatePending: waiting for a worker.
+	StatePending State = "pending"
+	// StateActive: an attempt is running.
+	StateActive State = "active"
+	// StateScheduled: delayed (Delay) until NextProcess.
+	StateScheduled State = "scheduled"
+	// StateRetry: an attempt failed; the next runs at NextProcess.
+	StateRetry State = "retry"
+	// StateArchived: dead-lettered; LastError says why.
+	StateArchived State = "archived"
+	// StateCompleted: delivered (see Outcome), kept for the retention period.
+	StateCompleted State = "completed"
+)
+
+// Final reports whether the task will not change state any more (completed
+// or archived).
+func (s State) Final() bool { return s == StateCompleted || s == StateArchived }
+
 // Status describes a task as Status finds it.
 type Status struct {
 	ID    string `json:"id"`
 	Queue string `json:"queue"`
-	// State is asynq's: pending, active, scheduled, retry, archived
-	// (dead-lettered), completed.
-	State string `json:"state"`
+	// State is the task's asynq state: StatePending, StateActive,
+	// StateScheduled, StateRetry, StateArchived (dead-lettered) or
+	// StateCompleted.
+	State State `json:"state"`
 	// Attempts is the number of delivery attempts made so far (attempts
 	// throttled by the provider are not counted).
 	Attempts int `json:"attempts"`
@@ -366,9 +390,27 @@ type Status struct {
 }
 
 // Status looks a task up in every otpq queue. It returns ErrNotFound when
-// no queue holds it (never enqueued, or deleted after its retention).
+// no queue holds it (never enqueued, or deleted after its retention), and
+// ctx's error when ctx ends first.
 func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
-	for _, q := range []string{QueueCritical, QueueBulk} {
+	// Which queue holds the task, in one round trip that honours ctx; only
+	// the queue found is read through asynq's Inspector (which takes no ctx).
+	pipe := p.rdb.Pipeline()
+	queues := []string{QueueCritical, QueueBulk}
+	exists := make([]*redis.IntCmd, len(queues))
+	for i, q := range queues {
+		exists[i] = pipe.Exists(ctx, asynqstore.TaskKey(q, id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("producer: status: %w", err)
+	}
+	for i, q := range queues {
+		if exists[i].Val() == 0 {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("producer: status: %w", err)
+		}
 		info, err := p.inspector.GetTaskInfo(q, id)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 			continue
@@ -393,7 +435,7 @@ const maxErrorText = 2048
 // printable: control characters escaped, lengths capped.
 func statusOf(info *asynq.TaskInfo) *Status {
 	s := &Status{
-		ID: info.ID, Queue: info.Queue, State: info.State.String(),
+		ID: info.ID, Queue: info.Queue, State: State(info.State.String()),
 		Attempts: info.Retried, LastError: engagelab.Printable(info.LastErr, maxErrorText), CompletedAt: info.CompletedAt,
 		LastFailedAt: info.LastFailedAt,
 	}

@@ -174,10 +174,15 @@ func TestStatus(t *testing.T) {
 	require.NoError(t, err)
 	st, err := b.p.Status(ctx, id)
 	require.NoError(t, err)
-	require.Equal(t, Status{ID: id, Queue: QueueBulk, State: "pending"}, *st)
+	require.Equal(t, Status{ID: id, Queue: QueueBulk, State: StatePending}, *st)
 
 	_, err = b.p.Status(ctx, "no-such-task")
 	require.ErrorIs(t, err, ErrNotFound)
+
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = b.p.Status(done, id)
+	require.ErrorIs(t, err, context.Canceled, "Status honours its ctx")
 }
 
 func TestSendRedisDownIsReported(t *testing.T) {

@@ -71,7 +71,7 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		if st.State == "completed" {
+		if st.State == producer.StateCompleted {
 			fmt.Println(st.State, "after", st.Attempts, "attempt; message", st.MessageID, "via", st.SendChannel)
 			return
 		}

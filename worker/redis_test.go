@@ -308,7 +308,7 @@ func TestRedisCluster(t *testing.T) {
 	}
 	require.Eventually(t, func() bool {
 		st, err := p.Status(ctx, id)
-		return err == nil && st.State == "completed" && st.MessageID != ""
+		return err == nil && st.State == producer.StateCompleted && st.MessageID != ""
 	}, 5*time.Second, 10*time.Millisecond)
 	n, err := c.Exists(ctx, asynqstore.CodeKey(producer.QueueCritical, id)).Result()
 	require.NoError(t, err)

@@ -154,11 +154,11 @@ func (m *Main) runDev(ctx context.Context, logger *slog.Logger, once bool, of op
 		if st.MessageID != "" {
 			line += fmt.Sprintf(", message_id %s via %s", st.MessageID, st.SendChannel)
 		}
-		if st.State == "archived" {
+		if st.State == producer.StateArchived {
 			line += fmt.Sprintf(", reason %q", st.LastError)
 		}
 		fmt.Fprintln(out, line)
-		if st.State == "completed" {
+		if st.State == producer.StateCompleted {
 			if receiptsBy == nil {
 				var cancel context.CancelFunc
 				receiptsBy, cancel = context.WithTimeout(ctx, 3*time.Second)
@@ -228,14 +228,14 @@ func watchOutcomes(ctx context.Context, ins *asynq.Inspector, p *producer.Produc
 func outcomeLine(st *producer.Status) string {
 	var what string
 	switch st.State {
-	case "completed":
+	case producer.StateCompleted:
 		what = fmt.Sprintf("delivered after %d attempt(s), message_id %s via %s", st.Attempts, st.MessageID, st.SendChannel)
-	case "archived":
+	case producer.StateArchived:
 		what = fmt.Sprintf("dead-lettered after %d attempt(s): %s", st.Attempts, st.LastError)
-	case "retry":
+	case producer.StateRetry:
 		what = fmt.Sprintf("attempt %d failed (%s); next attempt at %s", st.Attempts, st.LastError, st.NextProcess.Format(time.TimeOnly))
 	default:
-		what = st.State
+		what = string(st.State)
 	}
 	return fmt.Sprintf("  task %s → %s  (otpq status %s)", st.ID, what, st.ID)
 }
@@ -249,7 +249,7 @@ func waitFinal(ctx context.Context, p *producer.Producer, id string, limit time.
 		if err != nil && !errors.Is(err, producer.ErrNotFound) {
 			return nil, err
 		}
-		if st != nil && (st.State == "completed" || st.State == "archived") {
+		if st != nil && st.State.Final() {
 			return st, nil
 		}
 		select {
