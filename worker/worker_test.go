@@ -119,7 +119,7 @@ func TestDelivered(t *testing.T) {
 
 	st, err := b.producer.Status(context.Background(), id)
 	require.NoError(t, err)
-	require.Equal(t, "completed", st.State)
+	require.Equal(t, producer.StateCompleted, st.State)
 	require.Equal(t, rc[0].MessageID, st.MessageID)
 	require.Equal(t, "sms", st.SendChannel)
 	require.Equal(t, 1, st.Attempts)
