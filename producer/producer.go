@@ -90,6 +90,7 @@ type Producer struct {
 
 // New connects a Producer. It does not contact Redis until the first call.
 func New(cfg Config) (*Producer, error) {
+	cfg = cfg.withDefaults()
 	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, 0)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
@@ -105,23 +106,28 @@ func New(cfg Config) (*Producer, error) {
 		retention: cfg.Retention,
 		now:       cfg.Now,
 	}
-	if p.retention <= 0 {
-		p.retention = DefaultRetention
-	}
-	if p.now == nil {
-		p.now = time.Now
-	}
-	if cfg.DestinationLimit >= 0 {
-		g := &destGuard{rdb: rdb, limit: cfg.DestinationLimit, window: cfg.DestinationWindow}
-		if g.limit == 0 {
-			g.limit = DefaultDestinationLimit
-		}
-		if g.window <= 0 {
-			g.window = DefaultDestinationWindow
-		}
-		p.guard = g
+	if cfg.DestinationLimit > 0 {
+		p.guard = &destGuard{rdb: rdb, limit: cfg.DestinationLimit, window: cfg.DestinationWindow}
 	}
 	return p, nil
+}
+
+// withDefaults is cfg with each zero field set to its documented default
+// (a negative DestinationLimit, the guard turned off, stays negative).
+func (cfg Config) withDefaults() Config {
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DestinationLimit == 0 {
+		cfg.DestinationLimit = DefaultDestinationLimit
+	}
+	if cfg.DestinationWindow <= 0 {
+		cfg.DestinationWindow = DefaultDestinationWindow
+	}
+	return cfg
 }
 
 // Close releases the Redis connections.

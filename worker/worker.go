@@ -143,8 +143,40 @@ type Worker struct {
 	done    chan struct{} // closed by the first Shutdown
 }
 
-// New checks cfg and builds a Worker. It does not contact Redis.
+// New checks cfg and builds a Worker. It does not contact Redis: an
+// invalid Config is refused before any connection is made.
 func New(cfg Config) (*Worker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	sender, dm, err := newSender(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+10*cfg.Servers)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	rdb, err := redisconn.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	return &Worker{
+		done: make(chan struct{}), cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now,
+		extra:   retryCodes(cfg.RetryCodes),
+		metrics: dm,
+		keys:    (*sealing.Keyring)(cfg.PayloadKeys),
+		limiter: newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait),
+		watch:   newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt)),
+		servers: newServers(rdb, cfg),
+	}, nil
+}
+
+// withDefaults is cfg with each zero field set to its documented default,
+// or an error naming the field that is wrong. It is pure: no connection,
+// no client is made.
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
@@ -164,7 +196,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg.RetryMaxDelay = DefaultRetryMaxDelay
 	}
 	if cfg.RetryMaxDelay < cfg.RetryMinDelay {
-		return nil, fmt.Errorf("worker: RetryMaxDelay %s is below RetryMinDelay %s", cfg.RetryMaxDelay, cfg.RetryMinDelay)
+		return Config{}, fmt.Errorf("worker: RetryMaxDelay %s is below RetryMinDelay %s", cfg.RetryMaxDelay, cfg.RetryMinDelay)
 	}
 	if cfg.HTTPTimeout <= 0 {
 		cfg.HTTPTimeout = DefaultHTTPTimeout
@@ -184,46 +216,50 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	sender := cfg.Sender
+	if cfg.RateLimit < 0 || cfg.RateBurst < 0 {
+		return Config{}, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)
+	}
+	return cfg, nil
+}
+
+// newSender is the provider client of cfg (the EngageLab client unless
+// cfg.Sender is set), timed by the delivery metrics when cfg.Registerer is
+// set; dm is nil without metrics.
+func newSender(cfg Config) (sender Sender, dm *metrics.Delivery, err error) {
+	sender = cfg.Sender
 	if sender == nil {
 		c, err := engagelab.New(engagelab.Config{
 			BaseURL: cfg.BaseURL, DevKey: cfg.DevKey, DevSecret: cfg.DevSecret,
 			Timeout: cfg.HTTPTimeout, MaxConns: cfg.Concurrency,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
+			return nil, nil, fmt.Errorf("worker: %w", err)
 		}
 		sender = engagelabSender{c}
 	}
-	var dm *metrics.Delivery
-	if cfg.Registerer != nil {
-		var err error
-		if dm, err = metrics.NewDelivery(cfg.Registerer); err != nil {
-			return nil, fmt.Errorf("worker: metrics: %w", err)
-		}
-		sender = timedSender{Sender: sender, m: dm}
+	if cfg.Registerer == nil {
+		return sender, nil, nil
 	}
-	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+10*cfg.Servers)
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+	if dm, err = metrics.NewDelivery(cfg.Registerer); err != nil {
+		return nil, nil, fmt.Errorf("worker: metrics: %w", err)
 	}
-	rdb, err := redisconn.NewClient(opt)
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+	return timedSender{Sender: sender, m: dm}, dm, nil
+}
+
+// retryCodes is the set of Config.RetryCodes.
+func retryCodes(codes []int) map[engagelab.Code]bool {
+	set := make(map[engagelab.Code]bool, len(codes))
+	for _, c := range codes {
+		set[engagelab.Code(c)] = true
 	}
-	w := &Worker{done: make(chan struct{}), cfg: cfg, log: cfg.Logger, sender: sender, rdb: rdb, now: cfg.Now, extra: map[engagelab.Code]bool{}, metrics: dm}
-	w.keys = (*sealing.Keyring)(cfg.PayloadKeys)
-	if cfg.RateLimit < 0 || cfg.RateBurst < 0 {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)
-	}
-	w.limiter = newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait)
-	w.watch = newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt))
-	for _, c := range cfg.RetryCodes {
-		w.extra[engagelab.Code(c)] = true
-	}
+	return set
+}
+
+// newServers builds the asynq servers of the fetch loops (see fetchLoops).
+func newServers(rdb redis.UniversalClient, cfg Config) []*asynq.Server {
+	var servers []*asynq.Server
 	for _, l := range fetchLoops(cfg) {
-		w.servers = append(w.servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		servers = append(servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency:              l.concurrency,
 			Queues:                   l.queues,
 			StrictPriority:           true,
@@ -236,7 +272,7 @@ func New(cfg Config) (*Worker, error) {
 			LogLevel:                 asynq.WarnLevel,
 		}))
 	}
-	return w, nil
+	return servers
 }
 
 // Start starts fetching and delivering tasks in the background.
