@@ -2,8 +2,6 @@ package producer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/asynqstore"
-	"github.com/otpq/otpq/internal/redact"
 )
 
 // Batch tuning. A batch is cut into chunks of BatchPipelineSize sends, each
@@ -172,9 +169,7 @@ func (p *Producer) takeMany(ctx context.Context, group []pending, results []Resu
 	}
 	members := make(map[int]string, len(group))
 	for _, r := range group {
-		var tok [12]byte
-		_, _ = rand.Read(tok[:])
-		members[r.index] = hex.EncodeToString(tok[:])
+		members[r.index] = newToken()
 	}
 	outcome := p.guardResults(ctx, group, members)
 	for i, r := range group {
@@ -184,8 +179,7 @@ func (p *Producer) takeMany(ctx context.Context, group []pending, results []Resu
 			results[r.index].Err = fmt.Errorf("producer: destination guard: %w", err)
 			delete(members, r.index)
 		case len(res) == 2 && res[0] == 0:
-			results[r.index].Err = &DestinationLimitError{To: redact.Destination(r.to), Limit: g.limit, Window: g.window,
-				RetryAfter: time.Duration(max(res[1], 0)) * time.Millisecond}
+			results[r.index].Err = g.refused(r.to, res[1])
 			delete(members, r.index)
 		}
 	}
@@ -200,13 +194,12 @@ func (p *Producer) guardResults(ctx context.Context, group []pending, members ma
 	g := p.guard
 	if _, cluster := p.rdb.(*redis.ClusterClient); !cluster {
 		keys := make([]string, len(group))
-		args := make([]any, 0, len(group)+2)
-		args = append(args, g.window.Milliseconds(), g.limit)
+		tokens := make([]string, len(group))
 		for i, r := range group {
 			keys[i] = destKey(r.to)
-			args = append(args, members[r.index])
+			tokens[i] = members[r.index]
 		}
-		flat, err := destGuardScript.Run(ctx, p.rdb, keys, args...).Int64Slice()
+		flat, err := destGuardScript.Run(ctx, p.rdb, keys, g.args(tokens...)...).Int64Slice()
 		if err == nil && len(flat) != 2*len(group) {
 			err = fmt.Errorf("guard answered %d values for %d sends", len(flat), len(group))
 		}
@@ -220,7 +213,7 @@ func (p *Producer) guardResults(ctx context.Context, group []pending, members ma
 	pipe := p.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(group))
 	for i, r := range group {
-		cmds[i] = destGuardScript.Eval(ctx, pipe, []string{destKey(r.to)}, g.window.Milliseconds(), g.limit, members[r.index])
+		cmds[i] = destGuardScript.Eval(ctx, pipe, []string{destKey(r.to)}, g.args(members[r.index])...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command
 	return func(i int) ([]int64, error) { return cmds[i].Int64Slice() }

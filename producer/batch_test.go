@@ -120,6 +120,9 @@ func TestSendBatchResultPerRequest(t *testing.T) {
 	require.Equal(t, "fresh", res[3].ID)
 	require.ErrorIs(t, res[4].Err, ErrDuplicate)
 	require.Equal(t, "fresh", res[4].ID)
+	var de *DuplicateError
+	require.ErrorAs(t, res[4].Err, &de, "a key repeated within the batch gets the same typed error as Send")
+	require.Equal(t, "fresh", de.ID)
 	require.Equal(t, "language", fieldOf(res[5].Err))
 	require.Equal(t, "id", fieldOf(res[6].Err))
 	require.NoError(t, res[7].Err)

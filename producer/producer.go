@@ -42,7 +42,7 @@ const (
 var (
 	// ErrDuplicate: a task with the same deduplication key is already
 	// queued or was completed within the retention period. Send returns the
-	// existing task's ID with it.
+	// existing task's ID with it, in a *DuplicateError.
 	ErrDuplicate = errors.New("duplicate send")
 	// ErrNotFound: Status found no task with that ID.
 	ErrNotFound = errors.New("task not found")
@@ -317,7 +317,24 @@ func (p *Producer) enqueue(ctx context.Context, t asynqstore.Task) (string, erro
 	return t.Msg.ID, nil
 }
 
-func duplicate(id string) error { return fmt.Errorf("%w: task %s already exists", ErrDuplicate, id) }
+// DuplicateError is the error of a send whose DedupKey names a task that
+// is already queued or retained: nothing was enqueued. errors.Is(err,
+// ErrDuplicate) is true.
+type DuplicateError struct {
+	// ID is the existing task's ID (the DedupKey).
+	ID string
+}
+
+// Error reads "duplicate send: task ID already exists".
+func (e *DuplicateError) Error() string {
+	return ErrDuplicate.Error() + ": task " + e.ID + " already exists"
+}
+
+// Unwrap makes errors.Is(err, ErrDuplicate) true.
+func (e *DuplicateError) Unwrap() error { return ErrDuplicate }
+
+// duplicate is the error of a send whose task id already exists.
+func duplicate(id string) error { return &DuplicateError{ID: id} }
 
 // publish registers queues in asynq's queue set once per Producer, as
 // asynq's own client does.

@@ -148,6 +148,10 @@ func TestSendDedupKey(t *testing.T) {
 	id2, err := b.p.Send(ctx, validRequest(), DedupKey("order-77:login"))
 	require.ErrorIs(t, err, ErrDuplicate)
 	require.Equal(t, id, id2)
+	var de *DuplicateError
+	require.ErrorAs(t, err, &de)
+	require.Equal(t, id, de.ID)
+	require.EqualError(t, err, "duplicate send: task order-77:login already exists")
 	q, err := b.ins.GetQueueInfo(QueueCritical)
 	require.NoError(t, err)
 	require.Equal(t, 1, q.Pending)
