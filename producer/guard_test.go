@@ -306,3 +306,20 @@ func redisText(t *testing.T, b bundle) string {
 	}
 	return sb.String()
 }
+
+// TestDestinationGuardBatchOnClock: SendBatch counts by the guard's clock
+// as Send does, so its refusal says when the slot frees by that clock.
+func TestDestinationGuardBatchOnClock(t *testing.T) {
+	b, clock := setupClocked(t, func(c *Config) { c.DestinationLimit = 1 })
+	ctx := context.Background()
+	res := b.p.SendBatch(ctx, []Request{validRequest()})
+	require.NoError(t, res[0].Err)
+	clock.Advance(time.Minute)
+	res = b.p.SendBatch(ctx, []Request{validRequest()})
+	var dl *DestinationLimitError
+	require.ErrorAs(t, res[0].Err, &dl)
+	require.Equal(t, DefaultDestinationWindow-time.Minute, dl.RetryAfter, "measured on the guard's clock, not Redis's")
+	clock.Advance(dl.RetryAfter)
+	res = b.p.SendBatch(ctx, []Request{validRequest()})
+	require.NoError(t, res[0].Err, "the slot frees when the guard's clock says so")
+}
