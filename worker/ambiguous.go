@@ -39,7 +39,7 @@ func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload
 	key := ambiguousKey(queue, id)
 	var te *engagelab.TransportError
 	if errors.As(err, &te) && te.Sent {
-		ttl := max(time.Until(p.ExpiresAt), 0) + time.Minute // never a key without TTL
+		ttl := max(p.ExpiresAt.Sub(w.now()), 0) + time.Minute // never a key without TTL
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		w.rdb.Set(bg, key, "1", ttl)

@@ -50,9 +50,10 @@ type rateLimiter struct {
 	interval float64 // seconds between sends
 	burst    int
 	maxWait  time.Duration
+	now      func() time.Time // the worker's clock, for the codes' expiry
 }
 
-func newRateLimiter(rdb redis.UniversalClient, rate float64, burst int, maxWait time.Duration) *rateLimiter {
+func newRateLimiter(rdb redis.UniversalClient, rate float64, burst int, maxWait time.Duration, now func() time.Time) *rateLimiter {
 	if rate <= 0 {
 		return nil
 	}
@@ -62,7 +63,7 @@ func newRateLimiter(rdb redis.UniversalClient, rate float64, burst int, maxWait 
 	if maxWait <= 0 {
 		maxWait = DefaultMaxRateWait
 	}
-	return &rateLimiter{rdb: rdb, rate: rate, interval: 1 / rate, burst: burst, maxWait: maxWait}
+	return &rateLimiter{rdb: rdb, rate: rate, interval: 1 / rate, burst: burst, maxWait: maxWait, now: now}
 }
 
 // rateLimited is the error of a send that must wait longer for a slot than
@@ -85,7 +86,7 @@ func (r *rateLimiter) take(ctx context.Context, expires time.Time) error {
 	if r == nil {
 		return nil
 	}
-	maxWait := min(r.maxWait, time.Until(expires))
+	maxWait := min(r.maxWait, expires.Sub(r.now()))
 	if maxWait < 0 {
 		maxWait = 0
 	}

@@ -92,6 +92,7 @@ type pair struct {
 	fake *fakeengagelab.Server
 	ins  *asynq.Inspector
 	rdb  redis.UniversalClient
+	logs *logsink.Buffer
 }
 
 func newPair(t *testing.T, opt asynq.RedisConnOpt) pair {
@@ -110,7 +111,7 @@ func newPair(t *testing.T, opt asynq.RedisConnOpt) pair {
 	t.Cleanup(func() { ins.Close() })
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { rdb.Close() })
-	return pair{w: w, p: p, fake: fake, ins: ins, rdb: rdb}
+	return pair{w: w, p: p, fake: fake, ins: ins, rdb: rdb, logs: logs}
 }
 
 func (pr pair) deliver(t *testing.T, to string) {
@@ -231,7 +232,9 @@ func TestWorkerSurvivesRedisRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	require.Error(t, pr.w.Ping(ctx), "Ping (what /readyz reports) sees Redis gone")
 	cancel()
-	time.Sleep(2 * time.Second) // the worker's loops hit the outage
+	require.Eventually(t, func() bool { // the worker noticed the outage
+		return strings.Contains(pr.logs.String(), "cannot reach Redis")
+	}, 10*time.Second, 20*time.Millisecond)
 
 	r.start(t)
 	require.Eventually(t, func() bool {

@@ -167,7 +167,7 @@ func New(cfg Config) (*Worker, error) {
 		extra:   retryCodes(cfg.RetryCodes),
 		metrics: dm,
 		keys:    (*sealing.Keyring)(cfg.PayloadKeys),
-		limiter: newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait),
+		limiter: newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait, cfg.Now),
 		watch:   newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt)),
 		servers: newServers(rdb, cfg),
 	}, nil
