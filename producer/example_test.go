@@ -61,3 +61,20 @@ func Example() {
 	// invalid: true
 	// state: pending queue: critical
 }
+
+// Seal codes at rest: parse the key ring once (the text form of
+// OTPQ_PAYLOAD_KEY, here a fixed demo key; real keys come from a secret
+// store) and give the same ring, or one holding its key, to the workers.
+func ExampleParseKeys() {
+	keys, err := producer.ParseKeys("k1:Y2FuYXJ5LXBheWxvYWQta2V5LTAxMjM0NTY3ODlhYmM=")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("keys parsed:", keys != nil)
+
+	_, err = producer.ParseKeys("k1:c2hvcnQ=") // 5 bytes, not 32
+	fmt.Println(err != nil)
+	// Output:
+	// keys parsed: true
+	// true
+}
