@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -240,7 +241,10 @@ func TestWorkerEndToEnd(t *testing.T) {
 	defer srv.Close()
 	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
 
-	ctx, cancel := context.WithCancel(context.Background())
+	// Cancelled with a cause, as signal.NotifyContext in main cancels it on
+	// SIGTERM: a stop by signal is graceful and exits 0.
+	ctx, cancelCause := context.WithCancelCause(context.Background())
+	cancel := func() { cancelCause(errors.New("terminated signal received")) }
 	var werr logsink.Buffer
 	done := make(chan int)
 	go func() {

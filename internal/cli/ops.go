@@ -83,7 +83,7 @@ func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Confi
 		return err
 	}
 	if srv == nil {
-		return w.Run(ctx)
+		return runWorker(ctx, w)
 	}
 	ln, err := srv.Listen()
 	if err != nil {
@@ -93,10 +93,22 @@ func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Confi
 	log.Info("ops server listening", "ui", "http://"+ln.Addr().String()+ops.UIPath, "metrics", "http://"+ln.Addr().String()+"/metrics")
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	err = w.Run(ctx)
+	err = runWorker(ctx, w)
 	cancel()
 	if serr := <-served; err == nil && serr != nil {
 		err = fmt.Errorf("ops server: %w", serr)
+	}
+	return err
+}
+
+// runWorker runs w until ctx ends. A stop asked for by cancelling ctx (main
+// cancels it on SIGINT/SIGTERM, with the signal as its cause) is a graceful
+// stop and exits 0; worker.Run reports that cause, which is for callers that
+// tell their own causes apart.
+func runWorker(ctx context.Context, w *worker.Worker) error {
+	err := w.Run(ctx)
+	if errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Cause(ctx)) {
+		return nil
 	}
 	return err
 }
