@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/redact"
 )
 
@@ -145,8 +144,8 @@ func EventOf(r Row, received time.Time) (Event, bool) {
 	return e, true
 }
 
-// cleanText makes provider text safe to store and show: control characters
-// escaped, runs of 4 or more digits replaced by '#' (a phone number or a
+// cleanText makes provider text safe to store and show: control, bidi and
+// zero-width characters escaped (engagelab.Printable), runs of 4 or more digits replaced by '#' (a phone number or a
 // code echoed by the provider must not be stored), e-mail addresses masked,
 // and the result capped at max bytes.
 func cleanText(s string, max int) string {
@@ -177,26 +176,10 @@ func cleanText(s string, max int) string {
 			continue
 		}
 		flush(i)
-		switch {
-		case c == '\n':
-			b.WriteString(`\n`)
-		case c == '\t':
-			b.WriteString(`\t`)
-		case unicode.IsControl(c) || c == '\u2028' || c == '\u2029':
-			q := strconv.QuoteRune(c)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteRune(c)
-		}
+		b.WriteRune(c)
 	}
 	flush(len(s))
-	out := b.String()
-	if len(out) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(out[cut]) {
-			cut--
-		}
-		out = out[:cut] + "…"
-	}
-	return out
+	// Escaping and the cap are the same as for the provider's answers to
+	// sends: control, bidi and zero-width characters never reach a terminal.
+	return engagelab.Printable(b.String(), max)
 }

@@ -55,6 +55,7 @@ func TestCleanText(t *testing.T) {
 	require.Equal(t, `Invalid phone number +##########\nx\x00`, cleanText("Invalid phone number +6598765432\nx\x00", 200))
 	require.Equal(t, "code 12 is s***@example.com", cleanText("code 12 is someone@example.com", 200))
 	require.Equal(t, "engagelab ####", cleanText("engagelab 4001", 200))
+	require.Equal(t, `a\u202eb\u200bc`, cleanText("a\u202eb\u200bc", 200), "bidi and zero-width characters are escaped")
 	long := cleanText(strings.Repeat("é", 300), 200)
 	require.LessOrEqual(t, len(long), 200+len("…"))
 	require.True(t, strings.HasSuffix(long, "…"))
