@@ -259,3 +259,47 @@ func TestStoredTasksProcessedByAsynqServer(t *testing.T) {
 	}
 	require.Len(t, seen, 2)
 }
+
+// TestEnqueuePendingOrderMatchesAsynqClient: a batch larger than the
+// script's LPUSH slice (1,000 IDs), mixing new, repeated and scheduled
+// tasks, leaves the pending list in the order asynq.Client's one-by-one
+// enqueues leave it, so workers take the batch first in, first out.
+func TestEnqueuePendingOrderMatchesAsynqClient(t *testing.T) {
+	db := redistest.New(t)
+	ctx := context.Background()
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number})
+	defer client.Close()
+	now := time.Now()
+	var tasks []asynqstore.Task
+	for i := range 2500 {
+		id := fmt.Sprintf("t%04d", i)
+		if i%7 == 3 { // a repeat of an earlier ID: skipped by both
+			id = fmt.Sprintf("t%04d", i-1)
+		}
+		var opts []asynq.Option
+		tk := asynqstore.Task{Msg: asynqstore.Message{Type: "otp:send", Payload: []byte(`{"v":3}`), ID: id, Queue: "client", Retry: 25, Timeout: asynqstore.DefaultTimeout}}
+		if i%11 == 5 { // scheduled: not in the pending list
+			opts = append(opts, asynq.ProcessAt(now.Add(time.Hour)))
+			tk.ProcessAt = now.Add(time.Hour)
+		}
+		_, err := client.EnqueueContext(ctx, asynq.NewTask("otp:send", []byte(`{"v":3}`)), append(opts, asynq.TaskID(id), asynq.Queue("client"))...)
+		if i%7 == 3 {
+			require.ErrorIs(t, err, asynq.ErrTaskIDConflict)
+		} else {
+			require.NoError(t, err)
+		}
+		tk.Msg.Queue = "stored"
+		tasks = append(tasks, tk)
+	}
+	created, err := asynqstore.Enqueue(ctx, db.Client, "stored", now, tasks)
+	require.NoError(t, err)
+	for i, c := range created {
+		require.Equal(t, i%7 != 3, c, "task %d", i)
+	}
+	want, err := db.Client.LRange(ctx, asynqstore.PendingKey("client"), 0, -1).Result()
+	require.NoError(t, err)
+	got, err := db.Client.LRange(ctx, asynqstore.PendingKey("stored"), 0, -1).Result()
+	require.NoError(t, err)
+	require.Greater(t, len(want), 1000)
+	require.Equal(t, want, got)
+}
