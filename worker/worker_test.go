@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,12 +297,14 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 }
 
 func TestIdleLatency(t *testing.T) {
-	// Not a timing assertion (machines here are noisy): it proves that an
-	// idle worker picks a task up long before asynq's default 1s poll, and
-	// logs the figure.
+	// An idle worker picks a task up long before asynq's default 1 s poll
+	// (which would give a median of 0.5-1.5 s). The median of 10 sends is
+	// asserted, not the worst: one send stalled by a loaded machine must
+	// not fail the suite. The layout behind it is TestFetchLoopLayout; the
+	// figure itself (p99 target 25 ms) is measured by make bench.
 	b := setup(t, nil)
 	time.Sleep(200 * time.Millisecond) // let the worker go idle
-	var worst time.Duration
+	var took []time.Duration
 	for i := range 10 {
 		start := time.Now()
 		b.send(t, fmt.Sprintf("+1444000%04d", i))
@@ -309,11 +312,13 @@ func TestIdleLatency(t *testing.T) {
 		// its receipt.
 		require.Eventually(t, func() bool { return len(b.fake.Receipts()) == i+1 }, 5*time.Second, time.Millisecond)
 		rc := b.fake.Receipts()
-		worst = max(worst, rc[len(rc)-1].At.Sub(start))
+		took = append(took, rc[len(rc)-1].At.Sub(start))
 		time.Sleep(37 * time.Millisecond)
 	}
-	t.Logf("worst enqueue→provider latency over 10 idle sends: %s", worst)
-	require.Less(t, worst, 500*time.Millisecond, "asynq's default poll would take 0.5-1.5s")
+	slices.Sort(took)
+	median := (took[4] + took[5]) / 2
+	t.Logf("enqueue→provider latency over 10 idle sends: median %s, worst %s", median, took[9])
+	require.Less(t, median, 400*time.Millisecond, "asynq's default poll would give 0.5-1.5 s")
 }
 
 func TestRunReturnsWhyItStopped(t *testing.T) {
