@@ -132,15 +132,16 @@ func (e *retryLater) Unwrap() error { return e.cause }
 // fallback for failures the handler never saw (a lease lost in a crash).
 // asynq stores the retry time in whole seconds, truncated, which would run a
 // retry up to 1s early; the delay is rounded up to the next whole second so
-// that a Retry-After is never cut short.
-func retryDelay(fallback time.Duration) asynq.RetryDelayFunc {
+// that a Retry-After is never cut short. now must be the clock asynq adds
+// the delay to (time.Now in production).
+func retryDelay(fallback time.Duration, now func() time.Time) asynq.RetryDelayFunc {
 	return func(n int, err error, t *asynq.Task) time.Duration {
 		d := fallback
 		var rl *retryLater
 		if errors.As(err, &rl) {
 			d = rl.delay
 		}
-		if frac := time.Now().Add(d).Nanosecond(); frac > 0 {
+		if frac := now().Add(d).Nanosecond(); frac > 0 {
 			d += time.Second - time.Duration(frac)
 		}
 		return d

@@ -95,15 +95,16 @@ func TestDeadLetterIsSkipRetry(t *testing.T) {
 }
 
 func TestRetryDelayAndIsFailure(t *testing.T) {
-	f := retryDelay(3 * time.Second)
+	now := time.Date(2026, 11, 26, 10, 0, 0, 300_000_000, time.UTC)
+	f := retryDelay(3*time.Second, func() time.Time { return now })
 	cause := errors.New("boom")
+	// Rounded up so that now+d is a whole second: asynq truncates to seconds.
 	d := f(0, &retryLater{delay: 7 * time.Second, counted: true, cause: cause}, nil)
-	require.True(t, d >= 7*time.Second && d <= 8*time.Second, d)
+	require.Equal(t, 7700*time.Millisecond, d)
 	d = f(0, asynq.ErrLeaseExpired, nil)
-	require.True(t, d >= 3*time.Second && d <= 4*time.Second, d)
-	// Rounded so that now+d is a whole second: asynq truncates to seconds.
-	d = f(0, cause, nil)
-	require.Less(t, time.Now().Add(d).Nanosecond(), int(50*time.Millisecond))
+	require.Equal(t, 3700*time.Millisecond, d, "a failure the handler never saw: the fallback")
+	now = now.Truncate(time.Second)
+	require.Equal(t, 3*time.Second, f(0, cause, nil), "already whole: unchanged")
 	require.True(t, isFailure(&retryLater{counted: true, cause: cause}))
 	require.False(t, isFailure(&retryLater{counted: false, cause: cause}))
 	require.True(t, isFailure(cause))

@@ -265,7 +265,7 @@ func newServers(rdb redis.UniversalClient, cfg Config) []*asynq.Server {
 			StrictPriority:           true,
 			TaskCheckInterval:        l.poll,
 			DelayedTaskCheckInterval: l.forward,
-			RetryDelayFunc:           retryDelay(cfg.RetryMinDelay),
+			RetryDelayFunc:           retryDelay(cfg.RetryMinDelay, time.Now), // asynq adds it to its own clock
 			IsFailure:                isFailure,
 			ShutdownTimeout:          cfg.ShutdownTimeout,
 			Logger:                   asynqLogger{cfg.Logger},
