@@ -12,9 +12,11 @@ package asynqstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -51,8 +53,9 @@ func CodeKey(queue, id string) string { return "otpq:{" + queue + "}:code:" + id
 // Inspector reads as TaskInfo.Result.
 const ResultField = "result"
 
-// Message is the part of asynq's TaskMessage that otpq sets at enqueue.
-// Zero values are left out, as protobuf does (proto3).
+// Message is asynq's TaskMessage (internal/proto/asynq.proto). Zero values
+// are left out, as protobuf does (proto3). otpq sets the fields up to
+// Retention at enqueue; asynq's server sets the others as the task runs.
 type Message struct {
 	Type    string
 	Payload []byte
@@ -66,6 +69,18 @@ type Message struct {
 	Timeout   time.Duration
 	Deadline  time.Time
 	Retention time.Duration
+
+	// Retried counts the failed attempts that were retried; ErrorMsg and
+	// LastFailedAt (unix seconds) are those of the last failed attempt.
+	Retried      int
+	ErrorMsg     string
+	LastFailedAt time.Time
+	// UniqueKey and GroupKey are set by asynq's Unique and Group options,
+	// which otpq does not use.
+	UniqueKey string
+	GroupKey  string
+	// CompletedAt (unix seconds) is when the task completed.
+	CompletedAt time.Time
 }
 
 // Encode returns m as asynq's internal base.EncodeMessage does: protobuf,
@@ -81,11 +96,15 @@ func (m Message) Encode() []byte {
 	b = appendString(b, 3, m.ID)
 	b = appendString(b, 4, m.Queue)
 	b = appendVarint(b, 5, uint64(int64(int32(m.Retry))))
+	b = appendVarint(b, 6, uint64(int64(int32(m.Retried))))
+	b = appendString(b, 7, m.ErrorMsg)
 	b = appendVarint(b, 8, uint64(int64(m.Timeout/time.Second)))
-	if !m.Deadline.IsZero() {
-		b = appendVarint(b, 9, uint64(m.Deadline.Unix()))
-	}
+	b = appendVarint(b, 9, unixOrZero(m.Deadline))
+	b = appendString(b, 10, m.UniqueKey)
+	b = appendVarint(b, 11, unixOrZero(m.LastFailedAt))
 	b = appendVarint(b, 12, uint64(int64(m.Retention/time.Second)))
+	b = appendVarint(b, 13, unixOrZero(m.CompletedAt))
+	b = appendString(b, 14, m.GroupKey)
 	keys := make([]string, 0, len(m.Headers))
 	for k := range m.Headers {
 		keys = append(keys, k)
@@ -99,6 +118,151 @@ func (m Message) Encode() []byte {
 		b = protowire.AppendBytes(b, e)
 	}
 	return b
+}
+
+// unixOrZero is t in unix seconds, 0 for the zero time (asynq's "none").
+func unixOrZero(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(t.Unix())
+}
+
+// timeOrZero is the inverse of unixOrZero, as asynq's fromUnixTimeOrZero.
+func timeOrZero(v uint64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(v), 0)
+}
+
+// DecodeMessage reads a TaskMessage as asynq's base.DecodeMessage
+// (proto.Unmarshal) does: later occurrences of a field win, unknown fields
+// and known fields of an unexpected wire type are skipped, strings must be
+// UTF-8, and malformed bytes are an error. An empty Payload or Headers
+// decodes as nil.
+func DecodeMessage(b []byte) (Message, error) {
+	var m Message
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return Message{}, decodeError(protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n >= 0 {
+				if err := m.setBytes(num, v); err != nil {
+					return Message{}, decodeError(err)
+				}
+			}
+		case protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n >= 0 {
+				m.setVarint(num, v)
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return Message{}, decodeError(protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return m, nil
+}
+
+func decodeError(err error) error { return fmt.Errorf("asynqstore: decode task message: %w", err) }
+
+// setBytes sets the length-delimited field num (an unknown one is skipped).
+func (m *Message) setBytes(num protowire.Number, v []byte) error {
+	var s *string
+	switch num {
+	case 1:
+		s = &m.Type
+	case 2:
+		m.Payload = append([]byte(nil), v...)
+		return nil
+	case 3:
+		s = &m.ID
+	case 4:
+		s = &m.Queue
+	case 7:
+		s = &m.ErrorMsg
+	case 10:
+		s = &m.UniqueKey
+	case 14:
+		s = &m.GroupKey
+	case 15:
+		k, val, err := decodeHeader(v)
+		if err != nil {
+			return err
+		}
+		if m.Headers == nil {
+			m.Headers = map[string]string{}
+		}
+		m.Headers[k] = val
+		return nil
+	default:
+		return nil
+	}
+	if !utf8.Valid(v) {
+		return fmt.Errorf("string field %d is not valid UTF-8", num)
+	}
+	*s = string(v)
+	return nil
+}
+
+// setVarint sets the varint field num (an unknown one is skipped).
+func (m *Message) setVarint(num protowire.Number, v uint64) {
+	switch num {
+	case 5:
+		m.Retry = int(int32(v))
+	case 6:
+		m.Retried = int(int32(v))
+	case 8:
+		m.Timeout = time.Duration(int64(v)) * time.Second
+	case 9:
+		m.Deadline = timeOrZero(v)
+	case 11:
+		m.LastFailedAt = timeOrZero(v)
+	case 12:
+		m.Retention = time.Duration(int64(v)) * time.Second
+	case 13:
+		m.CompletedAt = timeOrZero(v)
+	}
+}
+
+// decodeHeader reads one headers map entry (key 1, value 2, both strings).
+func decodeHeader(b []byte) (key, val string, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", "", protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == 1 || num == 2) {
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n >= 0 {
+				if !utf8.Valid(v) {
+					return "", "", errors.New("header is not valid UTF-8")
+				}
+				if num == 1 {
+					key = string(v)
+				} else {
+					val = string(v)
+				}
+			}
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return "", "", protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return key, val, nil
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
