@@ -1,10 +1,13 @@
 // Package asynqstore is otpq's only knowledge of asynq v0.26's private Redis
-// layout: key names, the TaskMessage protobuf encoding, the enqueue script
-// (asynq's own, extended to write otpq's code key in the same call) and the
-// result field of a task hash. Everything else in otpq goes through asynq's
-// public API (Server, Inspector). Parity tests (asynqstore_test.go) check
-// that a task written here looks and behaves exactly like one written by
-// asynq.Client; run them when upgrading asynq.
+// layout: key names, the TaskMessage protobuf encoding and decoding, the
+// enqueue script (asynq's own, extended to write otpq's code key in the
+// same call), the result field of a task hash and the read of one task
+// (asynq's Inspector.GetTaskInfo, but honouring a context). Everything else
+// in otpq goes through asynq's public API (Server, Inspector). Parity tests
+// (asynqstore_test.go, readtask_test.go) check that a task written here
+// looks and behaves exactly like one written by asynq.Client, and that a
+// task read here reads as asynq's Inspector reads it; run them when
+// upgrading asynq.
 //
 // Every key of one task, asynq's and otpq's, carries the queue's hash tag
 // {<queue>}, so one script can touch them all on Redis Cluster too.
@@ -15,9 +18,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -38,6 +43,10 @@ func PendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 // ScheduledKey is the sorted set of a queue's scheduled task IDs (score:
 // process-at in unix seconds).
 func ScheduledKey(queue string) string { return "asynq:{" + queue + "}:scheduled" }
+
+// RetryKey is the sorted set of a queue's task IDs waiting for a retry
+// (score: next attempt in unix seconds).
+func RetryKey(queue string) string { return "asynq:{" + queue + "}:retry" }
 
 // ActiveKey is the list of a queue's active (in-flight) task IDs.
 func ActiveKey(queue string) string { return "asynq:{" + queue + "}:active" }
@@ -389,4 +398,104 @@ func Delivered(ctx context.Context, pipe redis.Pipeliner, queue, id string, resu
 		pipe.HSet(ctx, TaskKey(queue, id), ResultField, result),
 		pipe.Del(ctx, CodeKey(queue, id)),
 	}
+}
+
+// ErrTaskNotFound is ReadTask's error for a task that does not exist.
+var ErrTaskNotFound = errors.New("asynqstore: task not found")
+
+// readTaskScript reads a task as asynq's getTaskInfoCmd (internal/rdb/
+// inspect.go) does, in one atomic call: message, state, result, and for a
+// scheduled or retry task its score, the next attempt. The zsets are named
+// in KEYS (asynq builds their names in the script), all in the queue's
+// hash slot. A missing task is nil.
+//
+// KEYS[1] -> task hash, KEYS[2] -> scheduled zset, KEYS[3] -> retry zset
+// ARGV[1] -> task ID
+var readTaskScript = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 0 then
+	return nil
+end
+local msg, state, result = unpack(redis.call("HMGET", KEYS[1], "msg", "state", "result"))
+local at = false
+if state == "scheduled" then
+	at = redis.call("ZSCORE", KEYS[2], ARGV[1])
+elseif state == "retry" then
+	at = redis.call("ZSCORE", KEYS[3], ARGV[1])
+end
+return {msg, state, at, result}
+`)
+
+// taskState is asynq's state of a state name (base.TaskStateFromString).
+func taskState(name string) (asynq.TaskState, bool) {
+	switch name {
+	case "active":
+		return asynq.TaskStateActive, true
+	case "pending":
+		return asynq.TaskStatePending, true
+	case "scheduled":
+		return asynq.TaskStateScheduled, true
+	case "retry":
+		return asynq.TaskStateRetry, true
+	case "archived":
+		return asynq.TaskStateArchived, true
+	case "completed":
+		return asynq.TaskStateCompleted, true
+	case "aggregating":
+		return asynq.TaskStateAggregating, true
+	}
+	return 0, false
+}
+
+// ReadTask reads one task of queue in one round trip that honours ctx,
+// giving what asynq's Inspector.GetTaskInfo gives (which takes no
+// context), with one exception: NextProcessAt of a pending task is zero,
+// where the Inspector reports the moment of reading (a pending task is
+// due now). NextProcessAt of a scheduled or retry task is its score, of
+// any other state zero; IsOrphaned is false, as the Inspector leaves it.
+// Unlike the Inspector, ReadTask does not check that the queue is in
+// AllQueues (a key outside the queue's hash slot). A missing task is
+// ErrTaskNotFound.
+func ReadTask(ctx context.Context, rdb redis.Scripter, queue, id string) (*asynq.TaskInfo, error) {
+	keys := []string{TaskKey(queue, id), ScheduledKey(queue), RetryKey(queue)}
+	vals, err := readTaskScript.Run(ctx, rdb, keys, id).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %s in queue %s", ErrTaskNotFound, id, queue)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("asynqstore: read task: %w", err)
+	}
+	if len(vals) != 4 {
+		return nil, fmt.Errorf("asynqstore: read task: %d values, want 4", len(vals))
+	}
+	encoded, _ := vals[0].(string)
+	if encoded == "" {
+		return nil, fmt.Errorf("asynqstore: read task %s: no message", id)
+	}
+	msg, err := DecodeMessage([]byte(encoded))
+	if err != nil {
+		return nil, err
+	}
+	stateName, _ := vals[1].(string)
+	state, ok := taskState(stateName)
+	if !ok {
+		return nil, fmt.Errorf("asynqstore: read task %s: unknown state %q", id, stateName)
+	}
+	var next time.Time
+	if score, ok := vals[2].(string); ok {
+		sec, err := strconv.ParseFloat(score, 64)
+		if err != nil {
+			return nil, fmt.Errorf("asynqstore: read task %s: score %q: %w", id, score, err)
+		}
+		next = timeOrZero(uint64(int64(sec)))
+	}
+	var result []byte
+	if r, _ := vals[3].(string); r != "" {
+		result = []byte(r)
+	}
+	return &asynq.TaskInfo{
+		ID: msg.ID, Queue: msg.Queue, Type: msg.Type, Payload: msg.Payload, Headers: msg.Headers,
+		State: state, MaxRetry: msg.Retry, Retried: msg.Retried, LastErr: msg.ErrorMsg,
+		LastFailedAt: msg.LastFailedAt, Timeout: msg.Timeout, Deadline: msg.Deadline, Group: msg.GroupKey,
+		NextProcessAt: next, Retention: msg.Retention, CompletedAt: msg.CompletedAt, Result: result,
+	}, nil
 }
