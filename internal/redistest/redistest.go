@@ -6,10 +6,15 @@
 package redistest
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,4 +130,116 @@ func Stalled(t testing.TB) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// Freezing returns the address of a proxy to the Redis at target that
+// forwards commands, and their answers, until a command for which freeze
+// returns true arrives (freeze gets its arguments, the command name
+// first). From then on the proxy is frozen, like Stalled: that command and
+// every later one, on any connection, is neither forwarded nor answered.
+// It models a Redis that hangs between two round trips of one call. It
+// stops at the end of t.
+func Freezing(t testing.TB, target string, freeze func(args []string) bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: listen: %v", err)
+	}
+	var (
+		mu            sync.Mutex
+		conns         []net.Conn
+		frozen, ended bool
+	)
+	hold := func(c net.Conn) bool { // keeps c open until the end of t
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			_ = c.Close()
+			return false
+		}
+		conns = append(conns, c)
+		return true
+	}
+	// forwards reports whether a command goes through (not frozen yet).
+	forwards := func(args []string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		frozen = frozen || freeze(args)
+		return !frozen
+	}
+	serve := func(c net.Conn) {
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if !hold(s) {
+			return
+		}
+		go func() { _, _ = io.Copy(c, s) }()
+		r := bufio.NewReader(c)
+		for {
+			raw, args, err := readCommand(r)
+			if err != nil || !forwards(args) {
+				return // frozen: c and s stay open, unanswered, until the end of t
+			}
+			if _, err := s.Write(raw); err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if hold(c) {
+				go serve(c)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		ended = true
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// readCommand reads one command as clients send it, a RESP array of bulk
+// strings, returning its bytes and its arguments.
+func readCommand(r *bufio.Reader) (raw []byte, args []string, err error) {
+	header := func(prefix byte) (int, error) {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return 0, err
+		}
+		raw = append(raw, line...)
+		if len(line) < 3 || line[0] != prefix {
+			return 0, errors.New("redistest: not a RESP command")
+		}
+		return strconv.Atoi(strings.TrimSpace(string(line[1:])))
+	}
+	n, err := header('*')
+	if err != nil || n < 1 {
+		return nil, nil, errors.New("redistest: not a RESP command")
+	}
+	for range n {
+		size, err := header('$')
+		if err != nil || size < 0 {
+			return nil, nil, errors.New("redistest: not a RESP command")
+		}
+		buf := make([]byte, size+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, nil, err
+		}
+		raw = append(raw, buf...)
+		args = append(args, string(buf[:size]))
+	}
+	return raw, args, nil
 }
