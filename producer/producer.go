@@ -80,7 +80,6 @@ type Config struct {
 // Producer enqueues OTP sends. It is safe for concurrent use.
 type Producer struct {
 	rdb       redis.UniversalClient
-	inspector *asynq.Inspector
 	published sync.Map // queue names already in asynq's queue set
 	retention time.Duration
 	now       func() time.Time
@@ -102,7 +101,6 @@ func New(cfg Config) (*Producer, error) {
 	p := &Producer{
 		keys:      (*sealing.Keyring)(cfg.PayloadKeys),
 		rdb:       rdb,
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		retention: cfg.Retention,
 		now:       cfg.Now,
 	}
@@ -414,10 +412,11 @@ type Status struct {
 
 // Status looks a task up in every otpq queue. It returns ErrNotFound when
 // no queue holds it (never enqueued, or deleted after its retention), and
-// ctx's error when ctx ends first.
+// ctx's error when ctx ends first: every Redis call it makes honours ctx.
 func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
-	// Which queue holds the task, in one round trip that honours ctx; only
-	// the queue found is read through asynq's Inspector (which takes no ctx).
+	// Which queue holds the task, in one round trip; then the task is read
+	// from the queue found, in one more (asynqstore.ReadTask, which reads it
+	// as asynq's Inspector would, but with ctx).
 	pipe := p.rdb.Pipeline()
 	queues := []string{QueueCritical, QueueBulk}
 	exists := make([]*redis.IntCmd, len(queues))
@@ -431,11 +430,8 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 		if exists[i].Val() == 0 {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("producer: status: %w", err)
-		}
-		info, err := p.inspector.GetTaskInfo(q, id)
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		info, err := asynqstore.ReadTask(ctx, p.rdb, q, id)
+		if errors.Is(err, asynqstore.ErrTaskNotFound) { // deleted since the lookup
 			continue
 		}
 		if err != nil {
@@ -454,7 +450,8 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 // (a provider message is capped at engagelab.MaxMessageText).
 const maxErrorText = 2048
 
-// statusOf builds a Status from asynq's view of a task. Its strings are
+// statusOf builds a Status from asynq's view of a task (as ReadTask gives
+// it). Its strings are
 // printable: control characters escaped, lengths capped.
 func statusOf(info *asynq.TaskInfo) *Status {
 	s := &Status{

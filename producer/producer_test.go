@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +188,27 @@ func TestStatus(t *testing.T) {
 	cancel()
 	_, err = b.p.Status(done, id)
 	require.ErrorIs(t, err, context.Canceled, "Status honours its ctx")
+}
+
+// TestStatusHonoursDeadlineWhenRedisFreezesMidway: a Redis that answers
+// which queue holds the task and then freezes, as the task itself is
+// read, must not hold Status past the caller's deadline (asynq's
+// Inspector, which read it before, takes no context: Status hung for
+// go-redis's read timeout and its retries, then failed with another error).
+func TestStatusHonoursDeadlineWhenRedisFreezesMidway(t *testing.T) {
+	b := setup(t)
+	id, err := b.p.Send(context.Background(), validRequest())
+	require.NoError(t, err)
+	addr := redistest.Freezing(t, b.db.Addr, func(args []string) bool {
+		return !strings.EqualFold(args[0], "EXISTS") && slices.Contains(args, asynqstore.TaskKey(QueueCritical, id))
+	})
+	p, err := New(Config{Redis: asynq.RedisClientOpt{Addr: addr, DB: b.db.Number, ReadTimeout: time.Minute}})
+	require.NoError(t, err)
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = p.Status(ctx, id)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
 func TestSendRedisDownIsReported(t *testing.T) {
