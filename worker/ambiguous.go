@@ -7,6 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/task"
@@ -47,7 +48,7 @@ func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload
 	}
 	var apiErr *engagelab.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == engagelab.CodeFrequencyLimit {
-		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 || w.leaseLost(queue, id) {
+		if n, _ := w.rdb.Exists(ctx, key).Result(); n > 0 || w.leaseLost(ctx, queue, id) {
 			return &likelyDelivered{cause: err}
 		}
 	}
@@ -57,8 +58,8 @@ func (w *Worker) ambiguity(ctx context.Context, queue, id string, p task.Payload
 // leaseLost reports whether the task's previous attempt ended with its
 // lease expiring (the worker was killed or cut off mid-send): that attempt
 // may have reached the provider with nobody left to hear the answer. Only
-// read on the rare 3004 path.
-func (w *Worker) leaseLost(queue, id string) bool {
-	info, err := asynq.NewInspectorFromRedisClient(w.rdb).GetTaskInfo(queue, id)
+// read on the rare 3004 path, within the attempt's ctx.
+func (w *Worker) leaseLost(ctx context.Context, queue, id string) bool {
+	info, err := asynqstore.ReadTask(ctx, w.rdb, queue, id)
 	return err == nil && info.LastErr == asynq.ErrLeaseExpired.Error()
 }

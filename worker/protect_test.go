@@ -424,3 +424,20 @@ func TestCrashRedelivery(t *testing.T) {
 	require.Contains(t, info.LastErr, "expired")
 	require.Zero(t, b.fake.Count("+15559000002"), "an expired code is never sent")
 }
+
+// TestCrashThen3004: the worker died mid-send (its lease ran out), and the
+// retry gets 3004: the killed attempt most likely reached the provider, so
+// the task is dead-lettered as likely delivered (the lease loss is read
+// from the task's last error), not as a plain rejection.
+func TestCrashThen3004(t *testing.T) {
+	b := setupStopped(t, func(c *worker.Config) { c.RetryMinDelay, c.RetryMaxDelay = 100*time.Millisecond, time.Minute })
+	to := "+15559000003"
+	b.fake.SetRules(fakeengagelab.Rule{To: to, Code: 3004})
+	id := b.send(t, to)
+	crash(t, b, id)
+	require.NoError(t, b.worker.Start())
+	info := b.waitFinal(t, producer.QueueCritical, id)
+	require.Equal(t, asynq.TaskStateArchived, info.State)
+	require.True(t, strings.HasPrefix(info.LastErr, "likely delivered by an earlier attempt: engagelab 3004: "), info.LastErr)
+	require.Equal(t, 1, b.fake.Count(to), "the retry's one call")
+}
