@@ -132,25 +132,11 @@ func Redact(url string) string {
 func NewClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
 	switch o := opt.(type) {
 	case asynq.RedisClientOpt:
-		return redis.NewClient(&redis.Options{
-			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
-			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
-		}), nil
+		return redis.NewClient(clientOptions(o)), nil
 	case asynq.RedisFailoverClientOpt:
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
-			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
-			Username: o.Username, Password: o.Password, DB: o.DB,
-			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
-		}), nil
+		return redis.NewFailoverClient(failoverOptions(o)), nil
 	case asynq.RedisClusterClientOpt:
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: o.Addrs, MaxRedirects: o.MaxRedirects, Username: o.Username, Password: o.Password,
-			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-			TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
-		}), nil
+		return redis.NewClusterClient(clusterOptions(o)), nil
 	case nil:
 		return nil, errors.New("no redis option")
 	}
@@ -158,4 +144,33 @@ func NewClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("unsupported redis option %T", opt)
+}
+
+// clientOptions, failoverOptions and clusterOptions are the go-redis
+// options asynq's MakeRedisClient builds from each option type (every
+// field, same name), plus ContextTimeoutEnabled.
+func clientOptions(o asynq.RedisClientOpt) *redis.Options {
+	return &redis.Options{
+		Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+	}
+}
+
+func failoverOptions(o asynq.RedisFailoverClientOpt) *redis.FailoverOptions {
+	return &redis.FailoverOptions{
+		MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
+		SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
+		Username: o.Username, Password: o.Password, DB: o.DB,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+	}
+}
+
+func clusterOptions(o asynq.RedisClusterClientOpt) *redis.ClusterOptions {
+	return &redis.ClusterOptions{
+		Addrs: o.Addrs, MaxRedirects: o.MaxRedirects, Username: o.Username, Password: o.Password,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+	}
 }
