@@ -3,8 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,6 +95,9 @@ func TestRedisWorkCountsScriptCallsAndRoundTrips(t *testing.T) {
 	require.InDelta(t, 6.5, cmds, 1e-9)
 	require.InDelta(t, 1.0, trips, 1e-9)
 	require.Equal(t, "INCR 5.50, EVAL 0.50, SET 0.50", d.top(5, 2))
+	require.Equal(t, []string{"eval", "incr", "set"}, slices.Sorted(maps.Keys(d.usec)), "time per command, INFO left out")
+	require.GreaterOrEqual(t, d.usec["eval"], d.usec["set"], "a script's time includes its inner commands'")
+	require.Regexp(t, `^[A-Z]+ [0-9]+\.[0-9]{2} µs, [A-Z]+ [0-9]+\.[0-9]{2} µs$`, d.topTime(2, 2))
 }
 
 // The baseline worker delivers every task through the provider, with its
@@ -134,4 +139,21 @@ func TestMainUsageErrors(t *testing.T) {
 		require.Equal(t, exitUsage, Main(ctx, args, &bytes.Buffer{}, &stderr, env), "%q: %s", args, stderr.String())
 		require.Contains(t, stderr.String(), "otpq-bench")
 	}
+}
+
+// bulkBound turns a run's measurements into the missed target's
+// explanation: cores and CPU per row per process, Redis's work per row,
+// and the rate redis-server's CPU per row allows.
+func TestBulkBound(t *testing.T) {
+	work := redisWork{calls: map[string]int64{"evalsha": 8, "set": 1000, "hset": 1000}, usec: map[string]int64{"evalsha": 16000, "set": 2800, "hset": 1500}, reads: 8}
+	got := bulkBound(1000, 2*time.Second, time.Second, 1700*time.Millisecond, 3*time.Second, work)
+	for _, want := range []string{
+		"redis-server 0.85 cores (1.7 ms CPU per row)", "otpq bulk 0.50 cores (1.0 ms per row)", "machine 1.50 of",
+		"Redis per row: 2.0 commands in 0.008 round trips (HSET 1.00, SET 1.00, EVALSHA 0.01)",
+		"time inside Redis per row: EVALSHA 16.00 µs, SET 2.80 µs, HSET 1.50 µs",
+		"one Redis thread allows at most 588/s",
+	} {
+		require.Contains(t, got, want)
+	}
+	require.Empty(t, bulkBound(0, time.Second, 0, 0, 0, work), "no rows, nothing to say")
 }

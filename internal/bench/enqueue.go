@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,11 +159,18 @@ func (e *env) bulkFile(ctx context.Context, g *group, baseRate float64) error {
 	if err := writeCSV(path, rows); err != nil {
 		return err
 	}
+	var work redisWork
+	var machine time.Duration
 	run := func(name string, extra ...string) (rate float64, rss int64, cpu, redisCPU, el time.Duration, out string, err error) {
 		if err = e.flush(ctx); err != nil {
 			return
 		}
 		args := append(append([]string{"bulk", "--progress-interval", "0", "--expires-in", "1h"}, extra...), path)
+		w0, err := e.redisWork(ctx)
+		if err != nil {
+			return
+		}
+		m0 := machineBusy()
 		t0 := time.Now()
 		redis0 := cpuTime(e.redis.Pid())
 		bp, err := start(e.dir, name, []string{"OTPQ_REDIS_URL=" + e.url}, e.cfg.Otpq, args...)
@@ -172,6 +180,12 @@ func (e *env) bulkFile(ctx context.Context, g *group, baseRate float64) error {
 		werr := bp.wait(ctx)
 		el = time.Since(t0)
 		redisCPU = cpuTime(e.redis.Pid()) - redis0
+		machine = machineBusy() - m0
+		w1, err := e.redisWork(ctx)
+		if err != nil {
+			return
+		}
+		work = w1.since(w0)
 		data, _ := os.ReadFile(bp.log)
 		if werr != nil {
 			err = fmt.Errorf("otpq bulk: %w: %s", werr, lastLines(string(data), 10))
@@ -193,6 +207,7 @@ func (e *env) bulkFile(ctx context.Context, g *group, baseRate float64) error {
 			redisCPU.Round(10*time.Millisecond), el.Round(10*time.Millisecond)))
 	e.rep.bulkSummary, e.rep.bulkRows = out, rows
 	e.rep.bulkRate, e.rep.bulkRSS = rate, rss
+	e.rep.bulkBound = bulkBound(rows, el, cpu, redisCPU, machine, work)
 
 	e.logf("  otpq bulk --destination-limit -1, %d rows", rows)
 	rate2, rss2, _, _, _, _, err := run("bulk-noguard", "--destination-limit", "-1")
@@ -265,4 +280,25 @@ func writeCSV(path string, rows int) error {
 		return err
 	}
 	return f.Close()
+}
+
+// bulkBound says where a guarded bulk run's time went: each process's
+// cores and CPU per row, Redis's commands and time per row, and the rate
+// redis-server's CPU per row allows (it runs commands on one thread).
+func bulkBound(rows int, wall, bulkCPU, redisCPU, machine time.Duration, work redisWork) string {
+	if rows <= 0 || wall <= 0 {
+		return ""
+	}
+	n := float64(rows)
+	perRow := func(d time.Duration) string { return fmtDur(d / time.Duration(rows)) }
+	cmds, trips := work.per(n)
+	ceiling := ""
+	if redisCPU > 0 {
+		ceiling = fmt.Sprintf(" At %s of redis-server CPU per row, one Redis thread allows at most %s on this machine.",
+			perRow(redisCPU), fmtRate(n/redisCPU.Seconds()))
+	}
+	return fmt.Sprintf("Over the guarded run (%s wall): redis-server %.2f cores (%s CPU per row), otpq bulk %.2f cores (%s per row), machine %.2f of %d. "+
+		"Redis per row: %.1f commands in %.3f round trips (%s); time inside Redis per row: %s.%s The bulk CPU profile below shows the client's share.",
+		wall.Round(10*time.Millisecond), redisCPU.Seconds()/wall.Seconds(), perRow(redisCPU), bulkCPU.Seconds()/wall.Seconds(), perRow(bulkCPU),
+		machine.Seconds()/wall.Seconds(), runtime.NumCPU(), cmds, trips, work.top(8, n), work.topTime(8, n), ceiling)
 }

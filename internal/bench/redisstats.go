@@ -17,6 +17,7 @@ import (
 // reads count round trips, commands count work.
 type redisWork struct {
 	calls map[string]int64
+	usec  map[string]int64 // time Redis spent in each command (a script's includes its inner commands')
 	reads int64
 }
 
@@ -33,7 +34,7 @@ func (e *env) redisWork(ctx context.Context) (redisWork, error) {
 }
 
 func parseRedisWork(info map[string]map[string]string) redisWork {
-	w := redisWork{calls: map[string]int64{}}
+	w := redisWork{calls: map[string]int64{}, usec: map[string]int64{}}
 	w.reads, _ = strconv.ParseInt(info["Stats"]["total_reads_processed"], 10, 64)
 	for k, v := range info["Commandstats"] {
 		name, ok := strings.CutPrefix(k, "cmdstat_")
@@ -44,6 +45,9 @@ func parseRedisWork(info map[string]map[string]string) redisWork {
 			if n, ok := strings.CutPrefix(f, "calls="); ok {
 				w.calls[name], _ = strconv.ParseInt(n, 10, 64)
 			}
+			if n, ok := strings.CutPrefix(f, "usec="); ok {
+				w.usec[name], _ = strconv.ParseInt(n, 10, 64)
+			}
 		}
 	}
 	return w
@@ -52,10 +56,15 @@ func parseRedisWork(info map[string]map[string]string) redisWork {
 // since is the work done from earlier to w, less the one read of the
 // INFO that took w.
 func (w redisWork) since(earlier redisWork) redisWork {
-	d := redisWork{calls: map[string]int64{}, reads: max(0, w.reads-earlier.reads-1)}
+	d := redisWork{calls: map[string]int64{}, usec: map[string]int64{}, reads: max(0, w.reads-earlier.reads-1)}
 	for k, v := range w.calls {
 		if n := v - earlier.calls[k]; n > 0 {
 			d.calls[k] = n
+		}
+	}
+	for k, v := range w.usec {
+		if n := v - earlier.usec[k]; n > 0 {
+			d.usec[k] = n
 		}
 	}
 	return d
@@ -92,6 +101,27 @@ func (w redisWork) top(k int, n float64) string {
 	parts := make([]string, 0, k)
 	for _, name := range names[:min(k, len(names))] {
 		parts = append(parts, fmt.Sprintf("%s %.2f", strings.ToUpper(name), float64(w.calls[name])/n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// topTime lists the k commands Redis spent most time in, each in µs per n:
+// "EVALSHA 16.07 µs, SET 2.78 µs". A script's time includes the time of
+// the commands it ran, which are listed on their own as well.
+func (w redisWork) topTime(k int, n float64) string {
+	if n <= 0 || len(w.usec) == 0 {
+		return "—"
+	}
+	names := make([]string, 0, len(w.usec))
+	for name := range w.usec {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(w.usec[b], w.usec[a]), cmp.Compare(a, b))
+	})
+	parts := make([]string, 0, k)
+	for _, name := range names[:min(k, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %.2f µs", strings.ToUpper(name), float64(w.usec[name])/n))
 	}
 	return strings.Join(parts, ", ")
 }
