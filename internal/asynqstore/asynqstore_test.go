@@ -15,6 +15,24 @@ import (
 	"github.com/otpq/otpq/internal/redistest"
 )
 
+// bundle is what a parity test needs: a Redis database of its own and
+// asynq's own client and inspector on it.
+type bundle struct {
+	db     *redistest.DB
+	opt    asynq.RedisClientOpt
+	client *asynq.Client
+	ins    *asynq.Inspector
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	db := redistest.New(t)
+	opt := asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
+	b := bundle{db: db, opt: opt, client: asynq.NewClient(opt), ins: asynq.NewInspector(opt)}
+	t.Cleanup(func() { b.client.Close(); b.ins.Close() })
+	return b
+}
+
 // variant is one combination of the options the producer exposes, in both
 // forms: asynq.Client options and an asynqstore.Task.
 type variant struct {
@@ -107,13 +125,9 @@ func variants() []variant {
 // written by Enqueue reads back through asynq's Inspector, and is stored in
 // Redis, exactly as the same task enqueued by asynq.Client.
 func TestParityWithAsynqClient(t *testing.T) {
-	db := redistest.New(t)
+	b := setup(t)
+	db, client, ins := b.db, b.client, b.ins
 	ctx := context.Background()
-	opt := asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
-	client := asynq.NewClient(opt)
-	defer client.Close()
-	ins := asynq.NewInspector(opt)
-	defer ins.Close()
 	for i, v := range variants() {
 		t.Run(v.name, func(t *testing.T) {
 			now := time.Now()

@@ -37,13 +37,9 @@ func requireReadsAsInspector(t *testing.T, db *redistest.DB, ins *asynq.Inspecto
 // exposes, on tasks pending and scheduled by asynq.Client, reads the same
 // through ReadTask as through asynq's Inspector.
 func TestReadTaskMatchesInspectorEnqueued(t *testing.T) {
-	db := redistest.New(t)
+	b := setup(t)
+	db, client, ins := b.db, b.client, b.ins
 	ctx := context.Background()
-	opt := asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
-	client := asynq.NewClient(opt)
-	defer client.Close()
-	ins := asynq.NewInspector(opt)
-	defer ins.Close()
 	states := map[asynq.TaskState]bool{}
 	for i, v := range variants() {
 		now := time.Now()
@@ -61,12 +57,8 @@ func TestReadTaskMatchesInspectorEnqueued(t *testing.T) {
 // ReadTask as through asynq's Inspector: attempts, last error and its
 // time, next attempt, completion time, result.
 func TestReadTaskMatchesInspectorProcessed(t *testing.T) {
-	db := redistest.New(t)
-	opt := asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
-	client := asynq.NewClient(opt)
-	defer client.Close()
-	ins := asynq.NewInspector(opt)
-	defer ins.Close()
+	b := setup(t)
+	db, opt, client, ins := b.db, b.opt, b.client, b.ins
 
 	const q = "work"
 	tasks := []struct {

@@ -88,40 +88,32 @@ func (w redisWork) per(n float64) (commands, trips float64) {
 
 // top lists the k most called commands, each per n: "EVALSHA 4.80, HSET 4.00".
 func (w redisWork) top(k int, n float64) string {
-	if n <= 0 || len(w.calls) == 0 {
-		return "—"
-	}
-	names := make([]string, 0, len(w.calls))
-	for name := range w.calls {
-		names = append(names, name)
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		return cmp.Or(cmp.Compare(w.calls[b], w.calls[a]), cmp.Compare(a, b))
-	})
-	parts := make([]string, 0, k)
-	for _, name := range names[:min(k, len(names))] {
-		parts = append(parts, fmt.Sprintf("%s %.2f", strings.ToUpper(name), float64(w.calls[name])/n))
-	}
-	return strings.Join(parts, ", ")
+	return ranked(w.calls, k, n, "%s %.2f")
 }
 
 // topTime lists the k commands Redis spent most time in, each in µs per n:
 // "EVALSHA 16.07 µs, SET 2.78 µs". A script's time includes the time of
 // the commands it ran, which are listed on their own as well.
 func (w redisWork) topTime(k int, n float64) string {
-	if n <= 0 || len(w.usec) == 0 {
+	return ranked(w.usec, k, n, "%s %.2f µs")
+}
+
+// ranked lists the k largest entries of m, largest first (ties by name),
+// each as format of its upper-case name and its value ÷ n.
+func ranked(m map[string]int64, k int, n float64, format string) string {
+	if n <= 0 || len(m) == 0 {
 		return "—"
 	}
-	names := make([]string, 0, len(w.usec))
-	for name := range w.usec {
+	names := make([]string, 0, len(m))
+	for name := range m {
 		names = append(names, name)
 	}
 	slices.SortFunc(names, func(a, b string) int {
-		return cmp.Or(cmp.Compare(w.usec[b], w.usec[a]), cmp.Compare(a, b))
+		return cmp.Or(cmp.Compare(m[b], m[a]), cmp.Compare(a, b))
 	})
 	parts := make([]string, 0, k)
 	for _, name := range names[:min(k, len(names))] {
-		parts = append(parts, fmt.Sprintf("%s %.2f µs", strings.ToUpper(name), float64(w.usec[name])/n))
+		parts = append(parts, fmt.Sprintf(format, strings.ToUpper(name), float64(m[name])/n))
 	}
 	return strings.Join(parts, ", ")
 }
