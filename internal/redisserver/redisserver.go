@@ -1,6 +1,8 @@
 // Package redisserver runs a private redis-server process on a free port,
-// without persistence unless asked: the benchmark's Redis, and the tests'
-// through redistest.StartServer. It never touches another Redis.
+// without persistence unless asked: the benchmark's Redis, the fault suite's,
+// and the tests' through redistest.StartServer (plain, TLS, ACL, sentinel and
+// cluster servers alike). It never touches another Redis. It is the one place
+// that starts a redis-server.
 package redisserver
 
 import (
@@ -32,6 +34,17 @@ type Config struct {
 	// PortFlag names the flag that gets the free port: "--port" (default)
 	// or "--tls-port", which also turns the plain port off (--port 0).
 	PortFlag string
+	// ConfigFile, when set, is passed to redis-server first, as its
+	// configuration file; the flags that follow (the port, the defaults,
+	// Args) override it. A sentinel needs one it can rewrite:
+	// Config{ConfigFile: f, Args: []string{"--sentinel"}} with f holding
+	// "sentinel monitor <name> <ip> <port> <quorum>".
+	ConfigFile string
+	// Cluster turns cluster mode on: the node's nodes.conf lives in Dir and
+	// its cluster bus listens on a second free port (Server.BusPort, via
+	// --cluster-port) rather than on Port+10000, which does not exist for a
+	// port above 55535. Restart keeps both ports and the node's identity.
+	Cluster bool
 	// Args are extra redis-server arguments, e.g. "--appendonly", "yes"
 	// (they override the defaults: no RDB snapshots, no AOF).
 	Args []string
@@ -44,6 +57,8 @@ type Server struct {
 	// Port is the port the server listens on, Addr its 127.0.0.1 address.
 	Port int
 	Addr string
+	// BusPort is the cluster bus port with Config.Cluster, else 0.
+	BusPort int
 
 	cfg     Config
 	tempDir bool
@@ -79,7 +94,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// try a few ports before giving up.
 	var err error
 	for range 3 {
-		if s.Port, err = freePort(); err != nil {
+		if s.Port, err = FreePort(); err != nil {
+			break
+		}
+		for cfg.Cluster && err == nil && (s.BusPort == 0 || s.BusPort == s.Port) {
+			s.BusPort, err = FreePort()
+		}
+		if err != nil {
 			break
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
@@ -124,10 +145,18 @@ func (s *Server) Restart(ctx context.Context) error {
 	if s.Running() {
 		return fmt.Errorf("redis-server on %s: already running", s.Addr)
 	}
-	args := []string{s.cfg.PortFlag, strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.cfg.Dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", s.LogPath()}
+	var args []string
+	if s.cfg.ConfigFile != "" {
+		args = append(args, s.cfg.ConfigFile)
+	}
+	args = append(args, s.cfg.PortFlag, strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.cfg.Dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", s.LogPath())
 	if s.cfg.PortFlag != "--port" {
 		args = append(args, "--port", "0")
+	}
+	if s.cfg.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(s.BusPort),
+			"--cluster-config-file", filepath.Join(s.cfg.Dir, "nodes.conf"))
 	}
 	s.cmd = exec.Command(s.cfg.Bin, append(args, s.cfg.Args...)...)
 	s.cmd.SysProcAttr = sysProcAttr()
@@ -208,7 +237,11 @@ func (s *Server) Stop() {
 	}
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago (the
+// kernel's choice for port 0), for a server of a test's own. Another process
+// can take it before the caller binds it: retry with a new port when the
+// bind fails.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

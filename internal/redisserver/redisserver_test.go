@@ -2,6 +2,19 @@ package redisserver_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -9,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otpq/otpq/internal/redisserver"
 	"github.com/otpq/otpq/internal/redistest"
 )
 
@@ -52,4 +66,112 @@ func TestSignalStopContinue(t *testing.T) {
 	require.NoError(t, s.Signal(syscall.SIGSTOP))
 	require.NoError(t, s.Kill())
 	require.False(t, s.Running())
+}
+
+// A sentinel needs its config file as redis-server's first argument: one
+// started with ConfigFile and --sentinel answers PING on its port and
+// monitors the master its file names.
+func TestSentinelConfigFile(t *testing.T) {
+	ctx := context.Background()
+	master := redistest.StartServer(t)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor mymaster 127.0.0.1 %d 1\n", master.Port)), 0o600))
+	s := redistest.StartServerConfig(t, redisserver.Config{ConfigFile: conf, Args: []string{"--sentinel"}})
+
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	require.NoError(t, c.Ping(ctx).Err())
+	masters, err := c.Masters(ctx).Result()
+	require.NoError(t, err)
+	require.Len(t, masters, 1)
+	addr, err := c.GetMasterAddrByName(ctx, "mymaster").Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1", strconv.Itoa(master.Port)}, addr)
+}
+
+// With PortFlag "--tls-port" the free port speaks TLS only: a TLS client
+// that trusts the server's certificate gets PONG there, a plain one does
+// not, and the plain port is off.
+func TestTLSPort(t *testing.T) {
+	ctx := context.Background()
+	certFile, keyFile, pool := selfSigned(t)
+	s := redistest.StartServerConfig(t, redisserver.Config{PortFlag: "--tls-port", Args: []string{
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile, "--tls-auth-clients", "no"}})
+
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}})
+	defer c.Close()
+	require.NoError(t, c.Ping(ctx).Err())
+	port, err := c.ConfigGet(ctx, "port").Result()
+	require.NoError(t, err)
+	require.Equal(t, "0", port["port"], "the plain port is off")
+
+	plain := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, ReadTimeout: 2 * time.Second})
+	defer plain.Close()
+	require.Error(t, plain.Ping(ctx).Err(), "the TLS port must refuse a plain client")
+}
+
+// A cluster node listens on its own bus port (not Port+10000) and keeps its
+// node ID and both ports across Kill + Restart, its nodes.conf being in Dir.
+func TestClusterNode(t *testing.T) {
+	ctx := context.Background()
+	s := redistest.StartServerConfig(t, redisserver.Config{Cluster: true})
+	require.NotZero(t, s.BusPort)
+	require.NotEqual(t, s.Port, s.BusPort)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	info, err := c.Info(ctx, "cluster").Result()
+	require.NoError(t, err)
+	require.Contains(t, info, "cluster_enabled:1")
+	bus, err := c.ConfigGet(ctx, "cluster-port").Result()
+	require.NoError(t, err)
+	require.Equal(t, strconv.Itoa(s.BusPort), bus["cluster-port"])
+	conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.BusPort)))
+	require.NoError(t, err, "the cluster bus listens on BusPort")
+	conn.Close()
+	id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+
+	port, busPort := s.Port, s.BusPort
+	require.NoError(t, s.Kill())
+	require.NoError(t, s.Restart(ctx))
+	require.Equal(t, port, s.Port)
+	require.Equal(t, busPort, s.BusPort)
+	again, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+	require.Equal(t, id, again, "the restarted node is the same node")
+}
+
+// FreePort gives a port that can be bound right away.
+func TestFreePort(t *testing.T) {
+	port, err := redisserver.FreePort()
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	require.NoError(t, err)
+	ln.Close()
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key,
+// and returns their paths and a pool trusting the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile, pool
 }

@@ -91,7 +91,19 @@ func New(t testing.TB) *DB {
 // server does not start.
 func StartServer(t testing.TB, args ...string) *redisserver.Server {
 	t.Helper()
-	s, err := redisserver.Start(context.Background(), redisserver.Config{Dir: t.TempDir(), Args: args})
+	return StartServerConfig(t, redisserver.Config{Args: args})
+}
+
+// StartServerConfig is StartServer with a full redisserver.Config (a TLS
+// port, a sentinel's config file, cluster mode); an empty cfg.Dir becomes
+// t.TempDir(). It kills the server at the end of t and fails the test when
+// the server does not start.
+func StartServerConfig(t testing.TB, cfg redisserver.Config) *redisserver.Server {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	s, err := redisserver.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
