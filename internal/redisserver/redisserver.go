@@ -189,6 +189,10 @@ func (s *Server) waitReady(ctx context.Context) error {
 				pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 				err = c.Ping(pctx).Err()
 				cancel()
+				var rerr redis.Error
+				if errors.As(err, &rerr) && !strings.HasPrefix(err.Error(), "LOADING") {
+					err = nil // it answers, only not to us (NOAUTH: ACLs with the default user off)
+				}
 			}
 		}
 		if err == nil {

@@ -175,3 +175,16 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
 	return certFile, keyFile, pool
 }
+
+// A server whose default user is off answers PING with NOAUTH: Start still
+// sees it up (it answers), and the ACL user it defines gets in.
+func TestACLDefaultUserOff(t *testing.T) {
+	ctx := context.Background()
+	s := redistest.StartServer(t, "--user", "default", "off", "--user", "app", "on", ">pw", "~*", "&*", "+@all")
+	anon := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer anon.Close()
+	require.Error(t, anon.Ping(ctx).Err(), "the default user is off")
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Username: "app", Password: "pw", MaxRetries: -1})
+	defer c.Close()
+	require.NoError(t, c.Ping(ctx).Err())
+}
