@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/asynqstore"
+	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
@@ -151,8 +152,7 @@ func idleCost(t *testing.T, c *redis.Client, start func() (stop func())) float64
 // common pipelines: 4 round trips per task without that), and an idle
 // worker under 400 commands/s.
 func TestRedisCostPerDelivery(t *testing.T) {
-	r := startRedis(t, "--port")
-	addr := fmt.Sprintf("127.0.0.1:%d", r.port)
+	addr := redistest.StartServer(t).Addr
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	ctx := context.Background()

@@ -15,9 +15,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,60 +28,11 @@ import (
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/redisserver"
+	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/producer"
 	"github.com/otpq/otpq/worker"
 )
-
-// redisProc is a redis-server of the test's own, on its own port, without
-// persistence.
-type redisProc struct {
-	port int
-	args []string
-	cmd  *exec.Cmd
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startRedis runs redis-server with args; the test's port goes to the
-// flag named portFlag (--port, or --tls-port with --port 0).
-func startRedis(t *testing.T, portFlag string, args ...string) *redisProc {
-	t.Helper()
-	r := &redisProc{port: freePort(t)}
-	r.args = append([]string{portFlag, strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
-	if portFlag != "--port" {
-		r.args = append(r.args, "--port", "0")
-	}
-	r.start(t)
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisProc) start(t *testing.T) {
-	t.Helper()
-	r.cmd = exec.Command("redis-server", r.args...)
-	require.NoError(t, r.cmd.Start(), "redis-server must be installed (.ci/ensure-redis installs it)")
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "redis-server did not listen on %d", r.port)
-}
-
-func (r *redisProc) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Kill()
-		_, _ = r.cmd.Process.Wait()
-		r.cmd = nil
-	}
-}
 
 // pair is a worker and a producer on opt, delivering to a fake provider.
 type pair struct {
@@ -167,8 +116,9 @@ func writeCerts(t *testing.T) (caFile, certFile, keyFile string) {
 // not trust the CA refuses the server.
 func TestRedisTLS(t *testing.T) {
 	ca, cert, key := writeCerts(t)
-	r := startRedis(t, "--tls-port", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
-	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", r.port)
+	r := redistest.StartServerConfig(t, redisserver.Config{PortFlag: "--tls-port", Args: []string{
+		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"}})
+	url := "rediss://" + r.Addr + "/0"
 	opt, err := redisconn.Option(url, nil, 0)
 	require.NoError(t, err)
 	caPEM, err := os.ReadFile(ca)
@@ -181,7 +131,7 @@ func TestRedisTLS(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	for _, bad := range []string{fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), url} { // no TLS; TLS without the CA
+	for _, bad := range []string{"redis://" + r.Addr + "/0", url} { // no TLS; TLS without the CA
 		p, err := producer.New(producer.Config{RedisURL: bad})
 		require.NoError(t, err)
 		require.Error(t, p.Ping(ctx), bad)
@@ -193,14 +143,14 @@ func TestRedisTLS(t *testing.T) {
 // does with OTPQ_REDIS_PASSWORD_FILE, set on the option) delivers end to
 // end; a wrong password fails without showing it.
 func TestRedisACL(t *testing.T) {
-	r := startRedis(t, "--port", "--user", "default", "off", "--user", "otpq", "on", ">s3cret-pw", "~*", "&*", "+@all")
-	opt, err := redisconn.Option(fmt.Sprintf("redis://otpq:s3cret-pw@127.0.0.1:%d/0", r.port), nil, 0)
+	r := redistest.StartServer(t, "--user", "default", "off", "--user", "otpq", "on", ">s3cret-pw", "~*", "&*", "+@all")
+	opt, err := redisconn.Option("redis://otpq:s3cret-pw@"+r.Addr+"/0", nil, 0)
 	require.NoError(t, err)
 	pr := newPair(t, opt)
 	require.NoError(t, pr.w.Start())
 	pr.deliver(t, "+15550200001")
 
-	opt, err = redisconn.Option(fmt.Sprintf("redis://otpq@127.0.0.1:%d/0", r.port), nil, 0)
+	opt, err = redisconn.Option("redis://otpq@"+r.Addr+"/0", nil, 0)
 	require.NoError(t, err)
 	p, err := producer.New(producer.Config{Redis: redisconn.WithPassword(opt, "s3cret-pw")})
 	require.NoError(t, err)
@@ -208,7 +158,7 @@ func TestRedisACL(t *testing.T) {
 	_, err = p.Send(context.Background(), producer.Request{To: "+15550200002", Code: canaryCode, TemplateID: "login"})
 	require.NoError(t, err)
 
-	wrong, err := producer.New(producer.Config{RedisURL: fmt.Sprintf("redis://otpq:wrong-pw@127.0.0.1:%d/0", r.port)})
+	wrong, err := producer.New(producer.Config{RedisURL: "redis://otpq:wrong-pw@" + r.Addr + "/0"})
 	require.NoError(t, err)
 	defer wrong.Close()
 	_, err = wrong.Send(context.Background(), producer.Request{To: "+15550200003", Code: canaryCode, TemplateID: "login"})
@@ -221,14 +171,14 @@ func TestRedisACL(t *testing.T) {
 // on the same port: the same worker, never restarted, reports it through
 // Ping and delivers again afterwards.
 func TestWorkerSurvivesRedisRestart(t *testing.T) {
-	r := startRedis(t, "--port")
-	opt, err := redisconn.Option(fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), nil, 0)
+	r := redistest.StartServer(t)
+	opt, err := redisconn.Option(r.URL(), nil, 0)
 	require.NoError(t, err)
 	pr := newPair(t, opt)
 	require.NoError(t, pr.w.Start())
 	pr.deliver(t, "+15550300001")
 
-	r.stop()
+	require.NoError(t, r.Kill())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	require.Error(t, pr.w.Ping(ctx), "Ping (what /readyz reports) sees Redis gone")
 	cancel()
@@ -236,7 +186,7 @@ func TestWorkerSurvivesRedisRestart(t *testing.T) {
 		return strings.Contains(pr.logs.String(), "cannot reach Redis")
 	}, 10*time.Second, 20*time.Millisecond)
 
-	r.start(t)
+	require.NoError(t, r.Restart(context.Background()), "redis-server back on port %d", r.Port)
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -259,14 +209,11 @@ func jsonLogger(w io.Writer) *slog.Logger {
 // TestRedisSentinel: a redis-sentinel:// URL finds the master through a
 // real sentinel and delivers end to end.
 func TestRedisSentinel(t *testing.T) {
-	master := startRedis(t, "--port")
+	master := redistest.StartServer(t)
 	conf := filepath.Join(t.TempDir(), "sentinel.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor mymaster 127.0.0.1 %d 1\n", master.port)), 0o600))
-	s := &redisProc{port: freePort(t)}
-	s.args = []string{conf, "--sentinel", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1"}
-	s.start(t)
-	t.Cleanup(s.stop)
-	opt, err := redisconn.Option(fmt.Sprintf("redis-sentinel://127.0.0.1:%d/0?master=mymaster", s.port), nil, 0)
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor mymaster 127.0.0.1 %d 1\n", master.Port)), 0o600))
+	s := redistest.StartServerConfig(t, redisserver.Config{ConfigFile: conf, Args: []string{"--sentinel"}})
+	opt, err := redisconn.Option("redis-sentinel://"+s.Addr+"/0?master=mymaster", nil, 0)
 	require.NoError(t, err)
 	pr := newPair(t, opt)
 	require.NoError(t, pr.w.Start())
@@ -278,8 +225,8 @@ func TestRedisSentinel(t *testing.T) {
 // limit, destination guard, ambiguity marks) is a single key, and the
 // enqueue and delivery writes touch only keys of the task's hash slot.
 func TestRedisCluster(t *testing.T) {
-	r := startRedis(t, "--port", "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(t.TempDir(), "nodes.conf"))
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port)})
+	r := redistest.StartServerConfig(t, redisserver.Config{Cluster: true})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer c.Close()
 	ctx := context.Background()
 	require.NoError(t, c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err())
@@ -287,7 +234,7 @@ func TestRedisCluster(t *testing.T) {
 		info, _ := c.ClusterInfo(ctx).Result()
 		return strings.Contains(info, "cluster_state:ok")
 	}, 10*time.Second, 20*time.Millisecond)
-	opt, err := redisconn.Option(fmt.Sprintf("redis-cluster://127.0.0.1:%d", r.port), nil, 0)
+	opt, err := redisconn.Option("redis-cluster://"+r.Addr, nil, 0)
 	require.NoError(t, err)
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	w, err := worker.New(worker.Config{Redis: opt, BaseURL: newFakeHTTP(t, fake), DevKey: "key", DevSecret: canarySecret,
