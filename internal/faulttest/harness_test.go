@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -187,14 +186,6 @@ type proc struct {
 	exitErr error
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startProc starts bin with args and extra environment; stdout and stderr go
 // to a log file that is printed when the test fails.
 func startProc(t *testing.T, name, bin string, extraEnv []string, args ...string) *proc {
@@ -332,7 +323,9 @@ type fakeRule struct {
 func startFake(t *testing.T, key, secret string, latency time.Duration, fakeEnv []string, extra ...string) *fakeProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		port, err := redisserver.FreePort()
+		require.NoError(t, err)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
 		args := append([]string{"fake-engagelab", "--addr", addr, "--latency", latency.String()}, extra...)
 		p := startProc(t, "fake-engagelab", env.bin, append([]string{"ENGAGELAB_DEV_KEY=" + key, "ENGAGELAB_DEV_SECRET=" + secret}, fakeEnv...), args...)
 		f := &fakeProc{url: "http://" + addr, proc: p}
@@ -447,7 +440,9 @@ func (b *bundle) startWorkerEnv(extraEnv []string, args ...string) *proc {
 	opsAddr := ""
 	if env.hasOps() {
 		// Never the default 127.0.0.1:8080: workers run side by side.
-		opsAddr = "127.0.0.1:" + strconv.Itoa(freePort(b.t))
+		port, err := redisserver.FreePort()
+		require.NoError(b.t, err)
+		opsAddr = "127.0.0.1:" + strconv.Itoa(port)
 		all = append(all, "--http-addr", opsAddr)
 	}
 	all = append(all, args...)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/redact"
+	"github.com/otpq/otpq/internal/redisserver"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
 )
@@ -296,7 +297,9 @@ func TestCanaryReceipts(t *testing.T) {
 	rep := newReport(t, 14, "delivery receipts: signed callbacks (delivered, failed, fallback, duplicates out of order) to `--callback-addr`, `--log-level debug`",
 		"every receipt final; 0 codes, full destinations or callback secrets in stored receipts, the receipt stream, worker output or `/metrics`")
 	const cbUser, cbSecret = "canary-cb-user", "canary-CB-SECRET-5tR8"
-	cbAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cbPort, err := redisserver.FreePort()
+	require.NoError(t, err)
+	cbAddr := "127.0.0.1:" + strconv.Itoa(cbPort)
 	tos := []string{"+15559900001", "+15559900002", "+15559900003", "+15559900004", "+15559900005", "+15559900006"}
 	b := setup(t, setupOpts{
 		fakeEnv: []string{"OTPQ_CALLBACK_USER=" + cbUser, "OTPQ_CALLBACK_SECRET=" + cbSecret},
