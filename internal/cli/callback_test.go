@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redact"
+	"github.com/otpq/otpq/internal/redisserver"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -59,11 +61,9 @@ func TestCallbackConfigurationErrors(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := redisserver.FreePort()
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // TestReceiptsEndToEnd: the fake provider's signed callbacks reach a real
