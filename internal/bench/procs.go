@@ -94,6 +94,7 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
+// freeAddr is a 127.0.0.1 address free a moment ago, for a child process to listen on.
 func freeAddr() (string, error) {
 	port, err := redisserver.FreePort()
 	if err != nil {
