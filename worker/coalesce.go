@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -15,9 +16,14 @@ import (
 // handler queues its commands with the coalescer, and a flusher sends
 // everything queued so far in one pipeline: under load, the calls of many
 // concurrent deliveries share one round trip; alone, a call costs one round
-// trip, as it would uncoalesced (the flusher is waiting for it).
+// trip, as it would uncoalesced (the flusher is waiting for it). One
+// flusher, which yields once before draining the queue: while its pipeline
+// is in flight the next calls gather, so a busy worker sends fewer, larger
+// pipelines (TestRedisCostPerDelivery, instant in-process provider: 2.3
+// round trips per critical delivery against 2.8 with two flushers and no
+// yield; 3.7 against 4.8 per bulk delivery).
 const (
-	coalesceFlushers = 2
+	coalesceFlushers = 1
 	coalesceMaxBatch = 512
 	// coalesceTimeout bounds one pipeline: a stalled Redis fails the calls
 	// (the code read is retried; the write after a delivery is best effort).
@@ -76,6 +82,7 @@ func (c *coalescer) run() {
 		case <-c.quit:
 			return
 		}
+		runtime.Gosched() // let handlers about to queue a call join this pipeline
 	more:
 		for len(batch) < coalesceMaxBatch {
 			select {
