@@ -3,6 +3,7 @@ package producer
 import (
 	"context"
 	"errors"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -80,4 +81,17 @@ func TestValidateEncodingAndControls(t *testing.T) {
 	var ve *ValidationError
 	require.ErrorAs(t, validateDedupKey("k\xff"), &ve)
 	require.Equal(t, "id", ve.Field)
+}
+
+// isDedupKey says what ^[A-Za-z0-9._:/@+=-]+$ says, for every byte value
+// alone, between allowed characters, and for the empty key.
+func TestIsDedupKeyMatchesItsRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9._:/@+=-]+$`)
+	cases := []string{"", "a", "campaign-7:row/12@x+y=z_w.v", "ü", "a b", "a\x00", "日本"}
+	for b := range 256 {
+		cases = append(cases, string([]byte{byte(b)}), "ok"+string([]byte{byte(b)})+"ok")
+	}
+	for _, c := range cases {
+		require.Equal(t, re.MatchString(c), isDedupKey(c), "%q", c)
+	}
 }

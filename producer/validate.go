@@ -3,7 +3,6 @@ package producer
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -43,7 +42,19 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-var dedupKey = regexp.MustCompile(`^[A-Za-z0-9._:/@+=-]+$`)
+// isDedupKey reports whether key is made only of letters, digits and
+// . _ : / @ + = - (and is not empty).
+func isDedupKey(key string) bool {
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("._:/@+=-", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return key != ""
+}
 
 // Validate checks a request as Send does. Every field must be valid UTF-8
 // (nothing is silently replaced on its way to the provider); to, template,
@@ -119,7 +130,7 @@ func validateDedupKey(key string) error {
 	switch {
 	case len(key) > MaxDedupKeyLen:
 		return invalid("id", "longer than %d bytes", MaxDedupKeyLen)
-	case !dedupKey.MatchString(key):
+	case !isDedupKey(key):
 		return invalid("id", "may hold only letters, digits and . _ : / @ + = -")
 	}
 	return nil

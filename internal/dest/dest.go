@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -36,7 +35,20 @@ import (
 // MaxEmailLen is the longest e-mail address accepted, in bytes.
 const MaxEmailLen = 254
 
-var e164 = regexp.MustCompile(`^\+[1-9][0-9]{7,14}$`)
+// isE164 reports whether to is + then 8 to 15 digits, the first not 0
+// (what the regular expression ^\+[1-9][0-9]{7,14}$ says, at a tenth of
+// its cost: every bulk row goes through it).
+func isE164(to string) bool {
+	if len(to) < 9 || len(to) > 16 || to[0] != '+' || to[1] == '0' {
+		return false
+	}
+	for i := 1; i < len(to); i++ {
+		if to[i] < '0' || to[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // Canonical checks to and returns its canonical form (see the package
 // documentation). The error's text says what is wrong without repeating
@@ -50,7 +62,7 @@ func Canonical(to string) (string, error) {
 	}
 	switch {
 	case strings.HasPrefix(to, "+"):
-		if !e164.MatchString(to) {
+		if !isE164(to) {
 			return "", errors.New("phone number must be E.164: + then 8 to 15 digits, no spaces")
 		}
 		return to, nil

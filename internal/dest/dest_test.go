@@ -1,6 +1,8 @@
 package dest
 
 import (
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -44,4 +46,30 @@ func TestCanonical(t *testing.T) {
 	}
 	require.Equal(t, "not a destination", Key("not a destination"))
 	require.Equal(t, "bob@example.com", Key("BOB@Example.com"))
+}
+
+// isE164 says what ^\+[1-9][0-9]{7,14}$ says, on edge cases and on every
+// string of up to 4 characters drawn from a small alphabet, padded to each
+// length around the bounds.
+func TestIsE164MatchesItsRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^\+[1-9][0-9]{7,14}$`)
+	cases := []string{"", "+", "+1", "+12345678", "+1234567", "+123456789012345", "+1234567890123456",
+		"+01234567", "++1234567", "1234567890", "+1234567a", "+１２３４５６７８", "+12345678\n", " +12345678"}
+	alphabet := []string{"+", "0", "1", "9", "a", " ", "٣"}
+	var grow func(prefix string, n int)
+	grow = func(prefix string, n int) {
+		for pad := 0; pad <= 14; pad++ {
+			cases = append(cases, prefix+strings.Repeat("5", pad), "+"+prefix+strings.Repeat("5", pad))
+		}
+		if n == 0 {
+			return
+		}
+		for _, a := range alphabet {
+			grow(prefix+a, n-1)
+		}
+	}
+	grow("", 3)
+	for _, c := range cases {
+		require.Equal(t, re.MatchString(c), isE164(c), "%q", c)
+	}
 }
