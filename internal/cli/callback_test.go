@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
-	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisserver"
@@ -84,22 +83,8 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
 	b.env["OTPQ_CALLBACK_USER"], b.env["OTPQ_CALLBACK_SECRET_FILE"] = "otpq", secretFile
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var werr logsink.Buffer
-	done := make(chan int)
-	go func() {
-		m := &Main{Stdin: strings.NewReader(""), Stdout: &logsink.Buffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
-		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", opsAddr, "--callback-addr", cbAddr})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			require.Equal(t, ExitOK, code, werr.String())
-		case <-time.After(20 * time.Second):
-			t.Fatal("worker did not stop on cancel")
-		}
-	}()
+	werr, stop := b.startWorker(t, "--concurrency", "4", "--log-format", "json", "--http-addr", opsAddr, "--callback-addr", cbAddr)
+	defer stop()
 
 	ids := map[string]string{}
 	for _, to := range []string{delivered, failed} {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +45,33 @@ func (b bundle) run(t *testing.T, ctx context.Context, args ...string) result {
 	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return b.env[k] }}
 	code := m.Run(ctx, args)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// startWorker runs `otpq worker args…` in the background with the bundle's
+// environment, as main runs it. stop cancels it with a cause, as
+// signal.NotifyContext in main does on SIGTERM, and requires a graceful
+// exit 0 within 20 s; it is safe to call more than once.
+func (b bundle) startWorker(t *testing.T, args ...string) (log *logsink.Buffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	log = &logsink.Buffer{}
+	done := make(chan int, 1)
+	go func() {
+		m := &Main{Stdin: strings.NewReader(""), Stdout: &logsink.Buffer{}, Stderr: log, Getenv: func(k string) string { return b.env[k] }}
+		done <- m.Run(ctx, append([]string{"worker"}, args...))
+	}()
+	var once sync.Once
+	return log, func() {
+		once.Do(func() {
+			cancel(errors.New("terminated signal received"))
+			select {
+			case code := <-done:
+				require.Equal(t, ExitOK, code, log.String())
+			case <-time.After(20 * time.Second):
+				t.Fatal("worker did not stop on cancel")
+			}
+		})
+	}
 }
 
 func (b bundle) pending(t *testing.T, queue string) int {
@@ -241,16 +269,10 @@ func TestWorkerEndToEnd(t *testing.T) {
 	defer srv.Close()
 	b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "key", "CANARY-SECRET", srv.URL
 
-	// Cancelled with a cause, as signal.NotifyContext in main cancels it on
-	// SIGTERM: a stop by signal is graceful and exits 0.
-	ctx, cancelCause := context.WithCancelCause(context.Background())
-	cancel := func() { cancelCause(errors.New("terminated signal received")) }
-	var werr logsink.Buffer
-	done := make(chan int)
-	go func() {
-		m := &Main{Stdin: strings.NewReader(""), Stdout: &logsink.Buffer{}, Stderr: &werr, Getenv: func(k string) string { return b.env[k] }}
-		done <- m.Run(ctx, []string{"worker", "--concurrency", "4", "--log-format", "json", "--http-addr", "", "--retry-min-delay", "10s", "--retry-max-delay", "20s"})
-	}()
+	// Stopped with a cause, as main stops it on SIGTERM: a stop by signal
+	// is graceful and exits 0.
+	werr, stop := b.startWorker(t, "--concurrency", "4", "--log-format", "json", "--http-addr", "", "--retry-min-delay", "10s", "--retry-max-delay", "20s")
+	defer stop()
 
 	ok := b.run(t, context.Background(), "send", "--to", "+8613800000001", "--code", canaryCode, "--template", "login")
 	require.Equal(t, ExitOK, ok.code, ok.stderr)
@@ -287,13 +309,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	require.NotEmpty(t, st["next_process_at"])
 	require.NotEmpty(t, st["last_failed_at"])
 
-	cancel()
-	select {
-	case code := <-done:
-		require.Equal(t, ExitOK, code, werr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("worker did not stop on cancel")
-	}
+	stop()
 	logs := werr.String()
 	require.Contains(t, logs, `"msg":"delivered"`)
 	require.Contains(t, logs, `"to":"+861*******001"`)
