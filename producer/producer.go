@@ -414,24 +414,11 @@ type Status struct {
 // no queue holds it (never enqueued, or deleted after its retention), and
 // ctx's error when ctx ends first: every Redis call it makes honours ctx.
 func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
-	// Which queue holds the task, in one round trip; then the task is read
-	// from the queue found, in one more (asynqstore.ReadTask, which reads it
-	// as asynq's Inspector would, but with ctx).
-	pipe := p.rdb.Pipeline()
-	queues := []string{QueueCritical, QueueBulk}
-	exists := make([]*redis.IntCmd, len(queues))
-	for i, q := range queues {
-		exists[i] = pipe.Exists(ctx, asynqstore.TaskKey(q, id))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("producer: status: %w", err)
-	}
-	for i, q := range queues {
-		if exists[i].Val() == 0 {
-			continue
-		}
+	// Each queue in turn, one round trip each (asynqstore.ReadTask reads
+	// the task as asynq's Inspector would, but with ctx).
+	for _, q := range []string{QueueCritical, QueueBulk} {
 		info, err := asynqstore.ReadTask(ctx, p.rdb, q, id)
-		if errors.Is(err, asynqstore.ErrTaskNotFound) { // deleted since the lookup
+		if errors.Is(err, asynqstore.ErrTaskNotFound) {
 			continue
 		}
 		if err != nil {
@@ -451,8 +438,8 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 const maxErrorText = 2048
 
 // statusOf builds a Status from asynq's view of a task (as ReadTask gives
-// it). Its strings are
-// printable: control characters escaped, lengths capped.
+// it). Its strings are printable: control characters escaped, lengths
+// capped.
 func statusOf(info *asynq.TaskInfo) *Status {
 	s := &Status{
 		ID: info.ID, Queue: info.Queue, State: State(info.State.String()),

@@ -191,10 +191,10 @@ func TestStatus(t *testing.T) {
 }
 
 // TestStatusHonoursDeadlineWhenRedisFreezesMidway: a Redis that answers
-// which queue holds the task and then freezes, as the task itself is
-// read, must not hold Status past the caller's deadline (asynq's
-// Inspector, which read it before, takes no context: Status hung for
-// go-redis's read timeout and its retries, then failed with another error).
+// the connection's setup and then freezes as the task itself is read must
+// not hold Status past the caller's deadline (asynq's Inspector, which
+// read it before, takes no context: Status hung for go-redis's read
+// timeout and its retries, then failed with another error).
 func TestStatusHonoursDeadlineWhenRedisFreezesMidway(t *testing.T) {
 	b := setup(t)
 	id, err := b.p.Send(context.Background(), validRequest())
