@@ -141,12 +141,12 @@ func TestMainUsageErrors(t *testing.T) {
 	}
 }
 
-// bulkBound turns a run's measurements into the missed target's
+// bound turns a bulk run's measurements into the missed target's
 // explanation: cores and CPU per row per process, Redis's work per row,
 // and the rate redis-server's CPU per row allows.
 func TestBulkBound(t *testing.T) {
 	work := redisWork{calls: map[string]int64{"evalsha": 8, "set": 1000, "hset": 1000}, usec: map[string]int64{"evalsha": 16000, "set": 2800, "hset": 1500}, reads: 8}
-	got := bulkBound(1000, 2*time.Second, time.Second, 1700*time.Millisecond, 3*time.Second, work)
+	got := bulkRun{rows: 1000, wall: 2 * time.Second, cpu: time.Second, redisCPU: 1700 * time.Millisecond, machine: 3 * time.Second, work: work}.bound()
 	for _, want := range []string{
 		"redis-server 0.85 cores (1.7 ms CPU per row)", "otpq bulk 0.50 cores (1.0 ms per row)", "machine 1.50 of",
 		"Redis per row: 2.0 commands in 0.008 round trips (HSET 1.00, SET 1.00, EVALSHA 0.01)",
@@ -155,5 +155,5 @@ func TestBulkBound(t *testing.T) {
 	} {
 		require.Contains(t, got, want)
 	}
-	require.Empty(t, bulkBound(0, time.Second, 0, 0, 0, work), "no rows, nothing to say")
+	require.Empty(t, bulkRun{wall: time.Second, work: work}.bound(), "no rows, nothing to say")
 }

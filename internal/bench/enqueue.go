@@ -159,64 +159,27 @@ func (e *env) bulkFile(ctx context.Context, g *group, baseRate float64) error {
 	if err := writeCSV(path, rows); err != nil {
 		return err
 	}
-	var work redisWork
-	var machine time.Duration
-	run := func(name string, extra ...string) (rate float64, rss int64, cpu, redisCPU, el time.Duration, out string, err error) {
-		if err = e.flush(ctx); err != nil {
-			return
-		}
-		args := append(append([]string{"bulk", "--progress-interval", "0", "--expires-in", "1h"}, extra...), path)
-		w0, err := e.redisWork(ctx)
-		if err != nil {
-			return
-		}
-		m0 := machineBusy()
-		t0 := time.Now()
-		redis0 := cpuTime(e.redis.Pid())
-		bp, err := start(e.dir, name, []string{"OTPQ_REDIS_URL=" + e.url}, e.cfg.Otpq, args...)
-		if err != nil {
-			return
-		}
-		werr := bp.wait(ctx)
-		el = time.Since(t0)
-		redisCPU = cpuTime(e.redis.Pid()) - redis0
-		machine = machineBusy() - m0
-		w1, err := e.redisWork(ctx)
-		if err != nil {
-			return
-		}
-		work = w1.since(w0)
-		data, _ := os.ReadFile(bp.log)
-		if werr != nil {
-			err = fmt.Errorf("otpq bulk: %w: %s", werr, lastLines(string(data), 10))
-			return
-		}
-		if ps := bp.cmd.ProcessState; ps != nil {
-			cpu = ps.UserTime() + ps.SystemTime()
-		}
-		return float64(rows) / el.Seconds(), bp.maxRSS(), cpu, redisCPU, el, strings.TrimSpace(string(data)), nil
-	}
 	e.logf("  otpq bulk, %d rows", rows)
-	rate, rss, cpu, redisCPU, el, out, err := run("bulk")
+	r, err := e.runBulk(ctx, path, rows, "bulk")
 	if err != nil {
 		return err
 	}
-	g.row(fmt.Sprintf("otpq bulk, %s-row CSV file", fmtInt(rows)), fmtRate(rate), "otpq bulk (own process, wall clock incl. start)",
-		fmtRate(baseRate), "asynq Client.Enqueue, 64 goroutines", ratio(rate, baseRate),
-		fmt.Sprintf("peak RSS %s; CPU: otpq bulk %s, redis-server %s over %s wall", fmtBytes(rss), cpu.Round(10*time.Millisecond),
-			redisCPU.Round(10*time.Millisecond), el.Round(10*time.Millisecond)))
-	e.rep.bulkSummary, e.rep.bulkRows = out, rows
-	e.rep.bulkRate, e.rep.bulkRSS = rate, rss
-	e.rep.bulkBound = bulkBound(rows, el, cpu, redisCPU, machine, work)
+	g.row(fmt.Sprintf("otpq bulk, %s-row CSV file", fmtInt(rows)), fmtRate(r.rate), "otpq bulk (own process, wall clock incl. start)",
+		fmtRate(baseRate), "asynq Client.Enqueue, 64 goroutines", ratio(r.rate, baseRate),
+		fmt.Sprintf("peak RSS %s; CPU: otpq bulk %s, redis-server %s over %s wall", fmtBytes(r.rss), r.cpu.Round(10*time.Millisecond),
+			r.redisCPU.Round(10*time.Millisecond), r.wall.Round(10*time.Millisecond)))
+	e.rep.bulkSummary, e.rep.bulkRows = r.summary, rows
+	e.rep.bulkRate, e.rep.bulkRSS = r.rate, r.rss
+	e.rep.bulkBound = r.bound()
 
 	e.logf("  otpq bulk --destination-limit -1, %d rows", rows)
-	rate2, rss2, _, _, _, _, err := run("bulk-noguard", "--destination-limit", "-1")
+	r2, err := e.runBulk(ctx, path, rows, "bulk-noguard", "--destination-limit", "-1")
 	if err != nil {
 		return err
 	}
-	g.row("otpq bulk --destination-limit -1, same file", fmtRate(rate2), "otpq bulk, guard off",
-		fmtRate(baseRate), "asynq Client.Enqueue, 64 goroutines", ratio(rate2, baseRate), fmt.Sprintf("peak RSS %s", fmtBytes(rss2)))
-	e.rep.bulkRateNoGuard = rate2
+	g.row("otpq bulk --destination-limit -1, same file", fmtRate(r2.rate), "otpq bulk, guard off",
+		fmtRate(baseRate), "asynq Client.Enqueue, 64 goroutines", ratio(r2.rate, baseRate), fmt.Sprintf("peak RSS %s", fmtBytes(r2.rss)))
+	e.rep.bulkRateNoGuard = r2.rate
 
 	e.rep.bulkProfileRows = e.n(200000)
 	prof, err := e.profileBulk(ctx, e.rep.bulkProfileRows)
@@ -225,6 +188,53 @@ func (e *env) bulkFile(ctx context.Context, g *group, baseRate float64) error {
 	}
 	e.rep.bulkProfile = prof
 	return nil
+}
+
+// bulkRun is what one `otpq bulk` run measured.
+type bulkRun struct {
+	rows                         int
+	rate                         float64 // rows per second, wall clock incl. start
+	rss                          int64   // peak RSS of otpq bulk
+	cpu, redisCPU, machine, wall time.Duration
+	work                         redisWork // Redis's work over the run
+	summary                      string    // otpq bulk's summary line
+}
+
+// runBulk runs `otpq bulk` in its own process on the file at path (rows
+// rows) with extra flags, on a flushed Redis, and measures it.
+func (e *env) runBulk(ctx context.Context, path string, rows int, name string, extra ...string) (bulkRun, error) {
+	r := bulkRun{rows: rows}
+	if err := e.flush(ctx); err != nil {
+		return r, err
+	}
+	args := append(append([]string{"bulk", "--progress-interval", "0", "--expires-in", "1h"}, extra...), path)
+	w0, err := e.redisWork(ctx)
+	if err != nil {
+		return r, err
+	}
+	m0, t0, redis0 := machineBusy(), time.Now(), cpuTime(e.redis.Pid())
+	bp, err := start(e.dir, name, []string{"OTPQ_REDIS_URL=" + e.url}, e.cfg.Otpq, args...)
+	if err != nil {
+		return r, err
+	}
+	werr := bp.wait(ctx)
+	r.wall = time.Since(t0)
+	r.redisCPU = cpuTime(e.redis.Pid()) - redis0
+	r.machine = machineBusy() - m0
+	w1, err := e.redisWork(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.work = w1.since(w0)
+	data, _ := os.ReadFile(bp.log)
+	if werr != nil {
+		return r, fmt.Errorf("otpq bulk: %w: %s", werr, lastLines(string(data), 10))
+	}
+	if ps := bp.cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
+	r.rate, r.rss, r.summary = float64(rows)/r.wall.Seconds(), bp.maxRSS(), strings.TrimSpace(string(data))
+	return r, nil
 }
 
 // profileBulk runs internal/bulk with a producer, guard on — what `otpq
@@ -282,23 +292,23 @@ func writeCSV(path string, rows int) error {
 	return f.Close()
 }
 
-// bulkBound says where a guarded bulk run's time went: each process's
-// cores and CPU per row, Redis's commands and time per row, and the rate
+// bound says where a guarded bulk run's time went: each process's cores
+// and CPU per row, Redis's commands and time per row, and the rate
 // redis-server's CPU per row allows (it runs commands on one thread).
-func bulkBound(rows int, wall, bulkCPU, redisCPU, machine time.Duration, work redisWork) string {
-	if rows <= 0 || wall <= 0 {
+func (r bulkRun) bound() string {
+	if r.rows <= 0 || r.wall <= 0 {
 		return ""
 	}
-	n := float64(rows)
-	perRow := func(d time.Duration) string { return fmtDur(d / time.Duration(rows)) }
-	cmds, trips := work.per(n)
+	n := float64(r.rows)
+	perRow := func(d time.Duration) string { return fmtDur(d / time.Duration(r.rows)) }
+	cmds, trips := r.work.per(n)
 	ceiling := ""
-	if redisCPU > 0 {
+	if r.redisCPU > 0 {
 		ceiling = fmt.Sprintf(" At %s of redis-server CPU per row, one Redis thread allows at most %s on this machine.",
-			perRow(redisCPU), fmtRate(n/redisCPU.Seconds()))
+			perRow(r.redisCPU), fmtRate(n/r.redisCPU.Seconds()))
 	}
 	return fmt.Sprintf("Over the guarded run (%s wall): redis-server %.2f cores (%s CPU per row), otpq bulk %.2f cores (%s per row), machine %.2f of %d. "+
 		"Redis per row: %.1f commands in %.3f round trips (%s); time inside Redis per row: %s.%s The bulk CPU profile below shows the client's share.",
-		wall.Round(10*time.Millisecond), redisCPU.Seconds()/wall.Seconds(), perRow(redisCPU), bulkCPU.Seconds()/wall.Seconds(), perRow(bulkCPU),
-		machine.Seconds()/wall.Seconds(), runtime.NumCPU(), cmds, trips, work.top(8, n), work.topTime(8, n), ceiling)
+		r.wall.Round(10*time.Millisecond), r.redisCPU.Seconds()/r.wall.Seconds(), perRow(r.redisCPU), r.cpu.Seconds()/r.wall.Seconds(), perRow(r.cpu),
+		r.machine.Seconds()/r.wall.Seconds(), runtime.NumCPU(), cmds, trips, r.work.top(8, n), r.work.topTime(8, n), ceiling)
 }

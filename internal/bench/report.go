@@ -46,7 +46,7 @@ type report struct {
 	e2e          []e2eCaseResult
 
 	bulkSummary, bulkProfile  string
-	bulkBound                 string // where the guarded bulk run's time went (bulkBound)
+	bulkBound                 string // where the guarded bulk run's time went (bulkRun.bound)
 	bulkRows, bulkProfileRows int
 	bulkRate, bulkRateNoGuard float64
 	bulkRSS                   int64
