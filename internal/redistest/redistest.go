@@ -116,32 +116,9 @@ func StartServerConfig(t testing.TB, cfg redisserver.Config) *redisserver.Server
 // It stops at the end of t.
 func Stalled(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("redistest: listen: %v", err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never read or answered
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
+	return serveHeld(t, func(c net.Conn, h *held) {
+		h.hold(c) // held open, never read or answered
 	})
-	return ln.Addr().String()
 }
 
 // Freezing returns the address of a proxy to the Redis at target that
@@ -153,25 +130,10 @@ func Stalled(t testing.TB) string {
 // stops at the end of t.
 func Freezing(t testing.TB, target string, freeze func(args []string) bool) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("redistest: listen: %v", err)
-	}
 	var (
-		mu            sync.Mutex
-		conns         []net.Conn
-		frozen, ended bool
+		mu     sync.Mutex
+		frozen bool
 	)
-	hold := func(c net.Conn) bool { // keeps c open until the end of t
-		mu.Lock()
-		defer mu.Unlock()
-		if ended {
-			_ = c.Close()
-			return false
-		}
-		conns = append(conns, c)
-		return true
-	}
 	// forwards reports whether a command goes through (not frozen yet).
 	forwards := func(args []string) bool {
 		mu.Lock()
@@ -179,13 +141,16 @@ func Freezing(t testing.TB, target string, freeze func(args []string) bool) stri
 		frozen = frozen || freeze(args)
 		return !frozen
 	}
-	serve := func(c net.Conn) {
+	return serveHeld(t, func(c net.Conn, h *held) {
+		if !h.hold(c) {
+			return
+		}
 		s, err := net.Dial("tcp", target)
 		if err != nil {
 			_ = c.Close()
 			return
 		}
-		if !hold(s) {
+		if !h.hold(s) {
 			return
 		}
 		go func() { _, _ = io.Copy(c, s) }()
@@ -199,24 +164,54 @@ func Freezing(t testing.TB, target string, freeze func(args []string) bool) stri
 				return
 			}
 		}
+	})
+}
+
+// held keeps connections open until the end of a test.
+type held struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	ended bool
+}
+
+// hold keeps c open until the end of the test; false (and c closed) when
+// the test has ended already.
+func (h *held) hold(c net.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended {
+		_ = c.Close()
+		return false
 	}
+	h.conns = append(h.conns, c)
+	return true
+}
+
+// serveHeld listens on a free port of 127.0.0.1 and runs serve on each
+// connection in a goroutine of its own; at the end of t it stops listening
+// and closes every connection held. It returns the address.
+func serveHeld(t testing.TB, serve func(c net.Conn, h *held)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: listen: %v", err)
+	}
+	h := &held{}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			if hold(c) {
-				go serve(c)
-			}
+			go serve(c, h)
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		ended = true
-		for _, c := range conns {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.ended = true
+		for _, c := range h.conns {
 			_ = c.Close()
 		}
 	})
