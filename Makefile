@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/otpq
 
-.PHONY: help build test test-fault reliability docs dev lint compose-up compose-fake bench
+.PHONY: help build test test-fault test-cluster mutate reliability docs dev lint compose-up compose-fake bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -10,9 +10,10 @@ help: ## list the targets
 build: ## build bin/otpq
 	$(GO) build -o $(BIN) ./cmd/otpq
 
-test: ## run the whole test suite (starts a Redis on 127.0.0.1:6379 if none answers, installs chromium for the UI test), then the fault suite
+test: ## run the whole test suite (each test binary starts its own redis-server; installs redis-server and chromium when missing), then the fault suite
 	bash .ci/ensure-redis
 	bash .ci/ensure-chromium
+	bash .ci/ensure-prometheus
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-fault
 
@@ -22,15 +23,24 @@ test-fault: ## fault-injection suite: real worker/fake/redis-server processes (w
 	$(GO) vet -tags fault ./internal/faulttest/
 	$(FAULT_ENV) $(GO) test -tags fault -count=1 -timeout 15m -v ./internal/faulttest/
 
+test-cluster: ## Redis Cluster suite (issue 21): 3 masters + 3 replicas, 16 shards: every end-to-end behaviour, a slot migration and a master killed during a drain (prints figure lines)
+	bash .ci/ensure-redis
+	$(GO) vet -tags cluster ./worker/
+	$(GO) test -tags cluster -race -count=1 -timeout 10m -run '^TestCluster$$' -v ./worker/
+
+mutate: ## mutation check (not part of test): apply each one-line mutant of internal/mutate/mutants.tsv to a copy of the committed tree, run the tests that should catch it, report survivors
+	$(GO) run ./internal/mutate $(MUTANTS)
+
 reliability: ## run the fault-injection suite and regenerate RELIABILITY.md from its figures
 	$(MAKE) test-fault FAULT_ENV=OTPQ_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md
 
-bench: ## load benchmark, ~8 min: otpq vs a hand-written asynq baseline on its own redis-server and a stub provider; regenerates BENCHMARKS.md
+bench: ## load benchmark, ~17 min: otpq vs a hand-written asynq baseline on its own redis-server and a stub provider, and tracing's cost against an otpq built without it; regenerates BENCHMARKS.md
 	bash .ci/ensure-redis
 	$(GO) build -o $(BIN) ./cmd/otpq
+	$(GO) build -tags otpq_notrace -o $(BIN)-notrace ./cmd/otpq
 	$(GO) build -o $(BIN)-bench ./cmd/otpq-bench
-	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./producer ./internal/bulk > $(BIN).gobench.txt
-	OTPQ_BENCH_COMMAND="make bench" $(BIN)-bench --otpq $(BIN) --out BENCHMARKS.md --go-bench $(BIN).gobench.txt $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./producer ./internal/bulk ./internal/api > $(BIN).gobench.txt
+	OTPQ_BENCH_COMMAND="make bench" $(BIN)-bench --otpq $(BIN) --otpq-notrace $(BIN)-notrace --out BENCHMARKS.md --go-bench $(BIN).gobench.txt $(BENCH_FLAGS)
 
 docs: ## regenerate the README's command and configuration tables from otpq --help
 	$(GO) run ./cmd/otpq docs --readme README.md

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otpq/otpq/internal/asynqstore"
+	"github.com/otpq/otpq/internal/shard"
+	"github.com/otpq/otpq/internal/tracing"
 )
 
 // Batch tuning. A batch is cut into chunks of BatchPipelineSize sends, each
@@ -67,20 +72,41 @@ func (p *Producer) SendBatch(ctx context.Context, reqs []Request, opts ...Option
 // SendItems is SendBatch with options per item (applied after opts), for
 // example a DedupKey per send.
 func (p *Producer) SendItems(ctx context.Context, items []BatchItem, opts ...Option) []Result {
+	ctx, span := p.tracer.Start(ctx, tracing.SpanEnqueueBatch, enqueueSpan...)
 	results := make([]Result, len(items))
+	if tracing.Enabled {
+		defer endBatch(span, results)
+	}
+	headers := tracing.Headers(ctx) // shared: only read when encoded
 	var ready []pending
-	queues := map[string]bool{}
 	for i, it := range items {
 		t, err := p.prepare(it.Request, append(append([]Option(nil), opts...), it.Options...))
 		if err != nil {
 			results[i].Err = err
 			continue
 		}
+		t.Msg.Headers = headers
 		ready = append(ready, pending{index: i, to: it.Request.To, task: t})
-		queues[t.Msg.Queue] = true
 	}
 	if len(ready) == 0 {
 		return results
+	}
+	l, err := p.shardLayout(ctx)
+	if err != nil {
+		for _, r := range ready {
+			results[r.index].Err = err
+		}
+		return results
+	}
+	queues := map[string]bool{}
+	for i := range ready {
+		route(&ready[i].task, l)
+		queues[ready[i].task.Msg.Queue] = true
+	}
+	if l.Count > 1 {
+		// Chunks of one shard each (one script call per chunk, as with one
+		// queue), the request order kept within each shard.
+		slices.SortStableFunc(ready, func(a, b pending) int { return strings.Compare(a.task.Msg.Queue, b.task.Msg.Queue) })
 	}
 	names := make([]string, 0, len(queues))
 	for q := range queues {
@@ -99,7 +125,7 @@ func (p *Producer) SendItems(ctx context.Context, items []BatchItem, opts ...Opt
 		go func() {
 			defer wg.Done()
 			for c := range chunks {
-				p.pipeline(ctx, c, results)
+				p.pipeline(ctx, c, results, l)
 			}
 		}()
 	}
@@ -109,6 +135,23 @@ func (p *Producer) SendItems(ctx context.Context, items []BatchItem, opts ...Opt
 	close(chunks)
 	wg.Wait()
 	return results
+}
+
+// endBatch ends the span of one SendItems call: its size and how many
+// sends ended which way (otpq.outcome.<outcome> counts).
+func endBatch(span trace.Span, results []Result) {
+	if span.IsRecording() {
+		counts := map[string]int{}
+		for _, r := range results {
+			counts[enqueueOutcome(r.Err)]++
+		}
+		attrs := []attribute.KeyValue{tracing.BatchSize.Int(len(results))}
+		for o, n := range counts {
+			attrs = append(attrs, attribute.Int(string(tracing.Outcome)+"."+o, n))
+		}
+		span.SetAttributes(attrs...)
+	}
+	span.End()
 }
 
 // pending is a validated send waiting for its pipeline.
@@ -121,7 +164,7 @@ type pending struct {
 
 // pipeline enqueues one chunk in one round trip (one script call per
 // queue) and records each outcome.
-func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Result) {
+func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Result, l shard.Layout) {
 	byQueue := map[string][]pending{}
 	var order []string
 	for _, r := range chunk {
@@ -145,7 +188,7 @@ func (p *Producer) pipeline(ctx context.Context, chunk []pending, results []Resu
 		}
 		releases := p.takeMany(ctx, group, results)
 		group = slices.DeleteFunc(group, func(r pending) bool { return results[r.index].Err != nil })
-		p.enqueueMany(ctx, q, group, results)
+		p.enqueueMany(ctx, q, group, results, enqueueFunc(l))
 		p.releaseMany(ctx, group, releases, results)
 		for _, r := range repeats {
 			switch err := results[r.first].Err; {
@@ -238,7 +281,8 @@ func (p *Producer) releaseMany(ctx context.Context, group []pending, members map
 	}
 }
 
-func (p *Producer) enqueueMany(ctx context.Context, q string, group []pending, results []Result) {
+func (p *Producer) enqueueMany(ctx context.Context, q string, group []pending, results []Result,
+	enqueue func(context.Context, redis.Scripter, string, time.Time, []asynqstore.Task) ([]bool, error)) {
 	if len(group) == 0 {
 		return
 	}
@@ -246,7 +290,7 @@ func (p *Producer) enqueueMany(ctx context.Context, q string, group []pending, r
 	for i, r := range group {
 		tasks[i] = r.task
 	}
-	created, err := asynqstore.Enqueue(ctx, p.rdb, q, p.now(), tasks)
+	created, err := enqueue(ctx, p.rdb, q, p.now(), tasks)
 	for i, r := range group {
 		res := &results[r.index]
 		switch {

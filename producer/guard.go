@@ -132,8 +132,9 @@ func newToken() string {
 }
 
 // destKey names a destination's counter by a hash of its canonical form
-// (dest.Canonical: e-mail NFC-normalised and case-folded), so that the
-// spellings of one address share a budget and keys listed in Redis do not
+// (dest.Canonical: e-mail case-folded, without plus-tag, gmail dots, in
+// punycode; phone without a trunk 0), so that the spellings and aliases of
+// one mailbox or handset share a budget and keys listed in Redis do not
 // reveal phone numbers or e-mail addresses.
 func destKey(to string) string {
 	sum := sha256.Sum256([]byte("otpq/dest/" + dest.Key(to)))

@@ -11,13 +11,17 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
 	"github.com/otpq/otpq/internal/outcome"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
+	"github.com/otpq/otpq/internal/shard"
 	"github.com/otpq/otpq/internal/task"
+	"github.com/otpq/otpq/internal/tracing"
 )
 
 // Queue names accepted by Send. Workers serve QueueCritical strictly before QueueBulk.
@@ -75,7 +79,29 @@ type Config struct {
 	// needs it (or a ring holding it) to decrypt. nil stores codes in
 	// plaintext.
 	PayloadKeys *Keys
+
+	// TracerProvider makes the enqueue spans (see the README's Tracing
+	// section); nil uses the global provider (otel.GetTracerProvider), a
+	// no-op unless the program set one. A task carries the W3C trace
+	// context of its enqueue span in its asynq headers, for the worker's
+	// spans to continue the trace, only when a span is active.
+	TracerProvider trace.TracerProvider
+
+	// Shards is the number of queues per class (critical, bulk) sends are
+	// spread over, for a Redis Cluster: a task goes to the shard its ID
+	// (the DedupKey when given) hashes to, so a repeated DedupKey lands on
+	// the same shard and Status finds a task in one lookup per class. 0 or
+	// 1 is one queue per class, the layout of earlier versions. It must be
+	// the count Redis records: the first call reads it, and refuses another
+	// count with an error (errors.Is ErrShardMismatch) naming both; the
+	// first process with Shards > 1 on a Redis without otpq queues records
+	// it. See README "Scaling past one Redis".
+	Shards int
 }
+
+// ErrShardMismatch: Config.Shards is not the shard count Redis records;
+// the error names both and how to settle it.
+var ErrShardMismatch = shard.ErrMismatch
 
 // Producer enqueues OTP sends. It is safe for concurrent use.
 type Producer struct {
@@ -85,11 +111,19 @@ type Producer struct {
 	now       func() time.Time
 	keys      *sealing.Keyring
 	guard     *destGuard
+	tracer    tracing.Tracer
+	shards    int
+
+	layoutMu sync.Mutex
+	layout   *shard.Layout // read from Redis by the first call that needs it
 }
 
 // New connects a Producer. It does not contact Redis until the first call.
 func New(cfg Config) (*Producer, error) {
 	cfg = cfg.withDefaults()
+	if cfg.Shards < 0 || cfg.Shards > shard.MaxShards {
+		return nil, fmt.Errorf("producer: Shards %d must be from 0 to %d", cfg.Shards, shard.MaxShards)
+	}
 	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, 0)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
@@ -103,6 +137,8 @@ func New(cfg Config) (*Producer, error) {
 		rdb:       rdb,
 		retention: cfg.Retention,
 		now:       cfg.Now,
+		tracer:    tracing.NewTracer(cfg.TracerProvider),
+		shards:    cfg.Shards,
 	}
 	if cfg.DestinationLimit > 0 {
 		p.guard = &destGuard{rdb: rdb, limit: cfg.DestinationLimit, window: cfg.DestinationWindow}
@@ -128,6 +164,37 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
+// shardLayout is the shard count Redis records, read (and, the first
+// time on a new Redis, recorded) by the first call that needs it; a
+// *shard.MismatchError when it is not Config.Shards.
+func (p *Producer) shardLayout(ctx context.Context) (shard.Layout, error) {
+	p.layoutMu.Lock()
+	defer p.layoutMu.Unlock()
+	if p.layout != nil {
+		return *p.layout, nil
+	}
+	l, err := shard.Check(ctx, p.rdb, p.shards)
+	if err != nil {
+		return shard.Layout{}, fmt.Errorf("producer: %w", err)
+	}
+	p.layout = &l
+	return l, nil
+}
+
+// CheckShards reads the shard count Redis records (recording
+// Config.Shards on a new Redis, see Config.Shards), as the first Send or
+// Status would: an error wrapping ErrShardMismatch when it is not
+// Config.Shards. Commands call it at start, to refuse before any work.
+func (p *Producer) CheckShards(ctx context.Context) error {
+	_, err := p.shardLayout(ctx)
+	return err
+}
+
+// route puts t in its shard of its class under l.
+func route(t *asynqstore.Task, l shard.Layout) {
+	t.Msg.Queue = shard.Queue(t.Msg.Queue, t.Msg.ID, l.Count)
+}
+
 // Close releases the Redis connections.
 func (p *Producer) Close() error { return p.rdb.Close() }
 
@@ -143,7 +210,8 @@ type Request struct {
 	Code string
 	// TemplateID is the EngageLab template ID.
 	TemplateID string
-	// Language is one of task.Languages or empty for the template's default.
+	// Language is a template language the API accepts ("default", "zh_CN",
+	// "zh_HK", "en", "ja", "th", "es") or empty for the template's default.
 	Language string
 	// Params fill the template's custom variables.
 	Params map[string]string
@@ -283,29 +351,84 @@ func attemptTimeout(start, expires time.Time) time.Duration {
 // over its DestinationLimit returns a *DestinationLimitError (errors.Is
 // ErrDestinationLimited) and enqueues nothing. The task and its code key
 // are written in one script call: a task never exists without its code.
-func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (string, error) {
+func (p *Producer) Send(ctx context.Context, req Request, opts ...Option) (id string, err error) {
+	ctx, span := p.tracer.Start(ctx, tracing.SpanEnqueue, enqueueSpan...)
 	t, err := p.prepare(req, opts)
+	if tracing.Enabled {
+		defer func() { endEnqueue(span, t.Msg, err) }()
+	}
 	if err != nil {
 		return "", err
 	}
+	t.Msg.Headers = tracing.Headers(ctx)
+	l, err := p.shardLayout(ctx)
+	if err != nil {
+		return "", err
+	}
+	route(&t, l)
 	// Count first, enqueue second, give the slot back when nothing was
 	// enqueued: concurrent sends can never overshoot the limit.
 	release, err := p.guard.take(ctx, req.To)
 	if err != nil {
 		return "", err
 	}
-	id, err := p.enqueue(ctx, t)
+	id, err = p.enqueue(ctx, t, l)
 	if err != nil {
 		release()
 	}
 	return id, err
 }
 
-func (p *Producer) enqueue(ctx context.Context, t asynqstore.Task) (string, error) {
+// enqueueSpan are the start options of an enqueue span.
+var enqueueSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+
+// endEnqueue ends the span of one Send: the task (when prepare built one)
+// and how the send ended. Errors other than a duplicate mark the span
+// failed with their kind only: a validation error may quote the input.
+func endEnqueue(span trace.Span, m asynqstore.Message, err error) {
+	if span.IsRecording() {
+		if m.ID != "" {
+			span.SetAttributes(tracing.TaskID.String(m.ID), tracing.Queue.String(m.Queue))
+		}
+		span.SetAttributes(tracing.Outcome.String(enqueueOutcome(err)))
+		if err != nil && !errors.Is(err, ErrDuplicate) {
+			span.SetStatus(codes.Error, enqueueOutcome(err))
+		}
+	}
+	span.End()
+}
+
+// enqueueOutcome names how a send ended, for its span.
+func enqueueOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "enqueued"
+	case errors.Is(err, ErrDuplicate):
+		return "duplicate"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
+	case errors.Is(err, ErrDestinationLimited):
+		return "destination_limited"
+	case errors.Is(err, ErrUnknown):
+		return "unknown"
+	}
+	return "error"
+}
+
+// enqueueFunc is asynqstore's Enqueue, or EnqueueWaking when workers hold
+// back their polls of idle shards (more than one shard served).
+func enqueueFunc(l shard.Layout) func(context.Context, redis.Scripter, string, time.Time, []asynqstore.Task) ([]bool, error) {
+	if l.Served > 1 {
+		return asynqstore.EnqueueWaking
+	}
+	return asynqstore.Enqueue
+}
+
+func (p *Producer) enqueue(ctx context.Context, t asynqstore.Task, l shard.Layout) (string, error) {
 	if err := p.publish(ctx, t.Msg.Queue); err != nil {
 		return "", err
 	}
-	created, err := asynqstore.Enqueue(ctx, p.rdb, t.Msg.Queue, p.now(), []asynqstore.Task{t})
+	created, err := enqueueFunc(l)(ctx, p.rdb, t.Msg.Queue, p.now(), []asynqstore.Task{t})
 	if err != nil {
 		return "", fmt.Errorf("producer: enqueue: %w", err)
 	}
@@ -370,7 +493,8 @@ const (
 	StateRetry State = "retry"
 	// StateArchived: dead-lettered; LastError says why.
 	StateArchived State = "archived"
-	// StateCompleted: delivered (see Outcome), kept for the retention period.
+	// StateCompleted: the provider accepted the code (see Outcome and
+	// Verdict), kept for the retention period.
 	StateCompleted State = "completed"
 )
 
@@ -380,8 +504,18 @@ func (s State) Final() bool { return s == StateCompleted || s == StateArchived }
 
 // Status describes a task as Status finds it.
 type Status struct {
-	ID    string `json:"id"`
+	ID string `json:"id"`
+	// Queue is the task's asynq queue: its class ("critical", "bulk"), or
+	// with Config.Shards > 1 the class's shard it went to ("critical-3a").
 	Queue string `json:"queue"`
+	// Verdict is what happened, in the words otpq status and the web UI
+	// use. The receipt's verdict first when there is one: "delivered" (the
+	// code reached the handset), "failed" (EngageLab could not deliver it;
+	// see Receipt.ErrorCode), "pending" (accepted, no final receipt yet).
+	// Without a receipt, the task's: "accepted" (EngageLab took the code;
+	// whether it arrived only a receipt says), "accepted_unconfirmed",
+	// "dead_letter" (see LastError), "retrying", "sending" or "queued".
+	Verdict string `json:"verdict"`
 	// State is the task's asynq state: StatePending, StateActive,
 	// StateScheduled, StateRetry, StateArchived (dead-lettered) or
 	// StateCompleted.
@@ -389,10 +523,12 @@ type Status struct {
 	// Attempts is the number of delivery attempts made so far (attempts
 	// throttled by the provider are not counted).
 	Attempts int `json:"attempts"`
-	// Outcome of a completed task: "delivered", or "accepted_unconfirmed"
-	// when the provider answered 2xx without a readable message_id (the
-	// code was taken and is never sent again, but there is no message_id).
-	// Empty for a task that has not completed.
+	// Outcome of a completed task: "accepted" (the provider answered 2xx
+	// with a message_id; results of older workers, which said "delivered",
+	// read as "accepted"), or "accepted_unconfirmed" when the provider
+	// answered 2xx without a readable message_id (the code was taken and is
+	// never sent again, but there is no message_id). Empty for a task that
+	// has not completed.
 	Outcome     string    `json:"outcome,omitempty"`
 	MessageID   string    `json:"message_id,omitempty"`
 	SendChannel string    `json:"send_channel,omitempty"`
@@ -414,9 +550,19 @@ type Status struct {
 // no queue holds it (never enqueued, or deleted after its retention), and
 // ctx's error when ctx ends first: every Redis call it makes honours ctx.
 func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
-	// Each queue in turn, one round trip each (asynqstore.ReadTask reads
-	// the task as asynq's Inspector would, but with ctx).
-	for _, q := range []string{QueueCritical, QueueBulk} {
+	l, err := p.shardLayout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Each queue the task may be in, one round trip each: its shard of
+	// each class, under the current shard count, then under earlier ones
+	// (asynqstore.ReadTask reads the task as asynq's Inspector would, but
+	// with ctx).
+	var queues []string
+	for _, class := range shard.Classes {
+		queues = append(queues, l.Queues(class, id)...)
+	}
+	for _, q := range queues {
 		info, err := asynqstore.ReadTask(ctx, p.rdb, q, id)
 		if errors.Is(err, asynqstore.ErrTaskNotFound) {
 			continue
@@ -428,6 +574,11 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 		if st.Receipt, err = p.receipt(ctx, q, id); err != nil {
 			return nil, err
 		}
+		var rv outcome.Verdict
+		if st.Receipt != nil {
+			rv = outcome.Verdict(st.Receipt.Verdict)
+		}
+		st.Verdict = outcome.Of(rv, string(st.State), outcome.Outcome(st.Outcome)).String()
 		return st, nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -437,7 +588,7 @@ func (p *Producer) Status(ctx context.Context, id string) (*Status, error) {
 // (a provider message is capped at engagelab.MaxMessageText).
 const maxErrorText = 2048
 
-// statusOf builds a Status from asynq's view of a task (as ReadTask gives
+// statusOf builds a Status (its verdict without the receipt) from asynq's view of a task (as ReadTask gives
 // it). Its strings are printable: control characters escaped, lengths
 // capped.
 func statusOf(info *asynq.TaskInfo) *Status {
@@ -463,11 +614,11 @@ func statusOf(info *asynq.TaskInfo) *Status {
 			s.MessageID = engagelab.Printable(r.MessageID, engagelab.MaxIDText)
 			s.SendChannel = engagelab.Printable(r.SendChannel, engagelab.MaxIDText)
 			s.Attempts = r.Attempts
-			s.Outcome = string(r.Outcome)
-			if s.Outcome == "" && info.State == asynq.TaskStateCompleted {
-				s.Outcome = string(outcome.Delivered) // written by a worker that predates Outcome
+			if r.Outcome != "" || info.State == asynq.TaskStateCompleted {
+				s.Outcome = outcome.Parse(string(r.Outcome)).String() // older workers: "" or "delivered"
 			}
 		}
 	}
+	s.Verdict = outcome.Of("", string(s.State), outcome.Outcome(s.Outcome)).String()
 	return s
 }

@@ -43,7 +43,7 @@ func ExampleProducer_ReadReceipts() {
 	}
 	for _, e := range events {
 		cursor = e.ID
-		if e.Final && e.Status != "delivered" {
+		if e.Verdict == "failed" {
 			fmt.Printf("task %s to %s: %s via %s (error %d): offer a voice call\n", e.TaskID, e.To, e.Status, e.Channel, e.ErrorCode)
 		}
 	}
@@ -51,7 +51,7 @@ func ExampleProducer_ReadReceipts() {
 	// task login-42 to +861*******678: sent_failed via sms (error 4001): offer a voice call
 }
 
-// simulateFailedDelivery stands for a worker that delivered task login-42
+// simulateFailedDelivery stands for a worker whose provider accepted task login-42
 // (message 1750000000000000001) and then received EngageLab's sent_fail
 // callback for it.
 func simulateFailedDelivery(addr string) {

@@ -34,4 +34,27 @@ func TestStatusOfAttempts(t *testing.T) {
 	require.Equal(t, 3, st.Attempts)
 	require.Equal(t, failed, st.DeadLetteredAt)
 	require.Zero(t, st.NextProcess)
+	require.Equal(t, "dead_letter", st.Verdict)
+}
+
+// TestStatusOfStoredResults: results written by every build read in the
+// current words: "delivered" (builds before "accepted") and no outcome at
+// all (builds before outcomes) are both "accepted", not "delivered": only
+// a receipt says a code was delivered.
+func TestStatusOfStoredResults(t *testing.T) {
+	for stored, want := range map[string]string{
+		`{"message_id":"m1","send_channel":"sms","attempts":1,"sent_at":"2026-11-26T07:00:00Z","outcome":"delivered"}`:          "accepted",
+		`{"message_id":"m1","send_channel":"sms","attempts":1,"sent_at":"2026-11-26T07:00:00Z"}`:                                "accepted",
+		`{"message_id":"m1","send_channel":"sms","attempts":1,"sent_at":"2026-11-26T07:00:00Z","outcome":"accepted"}`:           "accepted",
+		`{"message_id":"","send_channel":"sms","attempts":1,"sent_at":"2026-11-26T07:00:00Z","outcome":"accepted_unconfirmed"}`: "accepted_unconfirmed",
+	} {
+		st := statusOf(&asynq.TaskInfo{ID: "a", Queue: QueueCritical, State: asynq.TaskStateCompleted, Result: []byte(stored)})
+		require.Equal(t, want, st.Outcome, stored)
+		require.Equal(t, want, st.Verdict, stored)
+	}
+	for state, want := range map[asynq.TaskState]string{
+		asynq.TaskStatePending: "queued", asynq.TaskStateScheduled: "queued", asynq.TaskStateActive: "sending", asynq.TaskStateRetry: "retrying",
+	} {
+		require.Equal(t, want, statusOf(&asynq.TaskInfo{ID: "a", Queue: QueueCritical, State: state}).Verdict)
+	}
 }

@@ -21,11 +21,11 @@ func ambiguousKey(queue, id string) string { return "otpq:ambiguous:{" + queue +
 // already sent to this user for this template) of a task whose earlier
 // attempt timed out after the request was sent: the code most likely
 // arrived. classify sees the provider's 3004 through it (Permanent), and
-// its text is the archive reason (outcome.LikelyDelivered: …).
+// its text is the archive reason (outcome.LikelyAccepted: …).
 type likelyDelivered struct{ cause error }
 
 func (e *likelyDelivered) Error() string {
-	return outcome.LikelyDelivered.String() + ": " + reasonText(e.cause)
+	return outcome.LikelyAccepted.String() + ": " + reasonText(e.cause)
 }
 func (e *likelyDelivered) Unwrap() error { return e.cause }
 

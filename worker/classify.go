@@ -94,7 +94,7 @@ func deadLetterReason(err error) outcome.Reason {
 	case errors.As(err, &re):
 		return outcome.Configuration
 	case errors.As(err, &ld):
-		return outcome.LikelyDelivered
+		return outcome.LikelyAccepted
 	}
 	return outcome.ProviderRejected
 }

@@ -84,7 +84,7 @@ func TestClassifyOther(t *testing.T) {
 
 func TestDeadLetterReason(t *testing.T) {
 	require.Equal(t, outcome.Configuration, deadLetterReason(fmt.Errorf("x: %w", &engagelab.RedirectError{StatusCode: 301})))
-	require.Equal(t, outcome.LikelyDelivered, deadLetterReason(&likelyDelivered{cause: &engagelab.APIError{StatusCode: 400, Code: 3004}}))
+	require.Equal(t, outcome.LikelyAccepted, deadLetterReason(&likelyDelivered{cause: &engagelab.APIError{StatusCode: 400, Code: 3004}}))
 	require.Equal(t, outcome.ProviderRejected, deadLetterReason(&engagelab.APIError{StatusCode: 400, Code: 5013}))
 }
 
@@ -121,4 +121,19 @@ func TestBackoffBoundedAndGrowing(t *testing.T) {
 	}
 	// Retry 4 waits ~16s ±50%: always more than the first retry's 1s ±50%.
 	require.Greater(t, w.backoff(4), 3*time.Second/2)
+}
+
+// Retry n+1 waits RetryMinDelay·2^n ±50% (capped): every sample of every
+// retry lies in its band, so a different multiplier leaves it. Fails with
+// the multiplier 1.5 (retry 4 would wait 2.5-7.6 s, not 8-24 s): checked.
+func TestBackoffDoubles(t *testing.T) {
+	w := &Worker{cfg: Config{RetryMinDelay: time.Second, RetryMaxDelay: time.Hour}}
+	for n := range 8 {
+		mid := time.Duration(1<<n) * time.Second
+		for range 100 {
+			d := w.backoff(n)
+			require.GreaterOrEqual(t, d, max(mid/2, time.Second), "retry %d", n+1)
+			require.LessOrEqual(t, d, mid*3/2, "retry %d", n+1)
+		}
+	}
 }

@@ -41,35 +41,60 @@ func TestConfigWithDefaults(t *testing.T) {
 	}
 }
 
-// TestFetchLoopLayout: the default worker has one critical-only loop
-// polling every PollInterval (what keeps an idle worker's critical latency
-// far below asynq's 1 s poll) and Servers loops serving critical before
-// bulk at IdlePollInterval; every concurrency slot is given out exactly
-// once. make bench measures the latency this layout gives (BENCHMARKS.md).
+// TestFetchLoopLayout: the default worker has Servers loops per queue,
+// each serving its queue alone; the first critical loop polls every
+// PollInterval (what keeps an idle worker's critical latency far below
+// asynq's 1 s poll), every other loop at IdlePollInterval; each queue's
+// loops share Concurrency, every slot given out exactly once. make bench
+// measures the latency this layout gives (BENCHMARKS.md).
 func TestFetchLoopLayout(t *testing.T) {
-	for _, c := range []struct{ concurrency, servers, fast int }{
-		{100, 2, 10}, {1000, 2, 10}, {20, 3, 2}, {5, 8, 1}, {2, 1, 1},
+	for _, c := range []struct{ concurrency, servers, loops int }{
+		{100, 2, 2}, {1000, 2, 2}, {20, 3, 3}, {5, 8, 5}, {2, 1, 1}, {1, 4, 1},
 	} {
 		cfg, err := Config{Concurrency: c.concurrency, Servers: c.servers}.withDefaults()
 		require.NoError(t, err)
 		loops := fetchLoops(cfg)
-		require.Equal(t, map[string]int{"critical": 1}, loops[0].queues, "first loop serves critical only")
-		require.Equal(t, DefaultPollInterval, loops[0].poll)
-		require.Equal(t, c.fast, loops[0].concurrency)
-		require.Len(t, loops, 1+min(c.servers, c.concurrency-c.fast))
-		total := loops[0].concurrency
-		for _, l := range loops[1:] {
-			require.Equal(t, map[string]int{"critical": 10, "bulk": 1}, l.queues)
-			require.Equal(t, DefaultIdlePollInterval, l.poll)
+		require.Len(t, loops, 2*c.loops)
+		total := map[string]int{}
+		for i, l := range loops {
+			require.Len(t, l.queues, 1, "one queue per loop")
+			q := "critical"
+			if i >= c.loops {
+				q = "bulk"
+			}
+			require.Equal(t, map[string]int{q: 1}, l.queues)
+			poll := DefaultIdlePollInterval
+			if i == 0 {
+				poll = DefaultPollInterval
+			}
+			require.Equal(t, poll, l.poll, "loop %d", i)
 			require.Positive(t, l.concurrency)
-			total += l.concurrency
+			total[q] += l.concurrency
 		}
-		require.Equal(t, c.concurrency, total, "concurrency %d, servers %d", c.concurrency, c.servers)
+		require.Equal(t, map[string]int{"critical": c.concurrency, "bulk": c.concurrency}, total,
+			"concurrency %d, servers %d", c.concurrency, c.servers)
 	}
-	cfg, err := Config{Concurrency: 1}.withDefaults()
+}
+
+// The critical loop's poll is the documented 10 ms, and asynq gets it as
+// the interval at which an idle loop looks for a task (the design target
+// is ~15 ms idle latency; TestIdleLatency's bound is far looser). Fails
+// with the critical loop polling at 250 ms (DefaultPollInterval or the
+// loop's TaskCheckInterval): checked.
+func TestCriticalLoopPollsEvery10ms(t *testing.T) {
+	require.Equal(t, 10*time.Millisecond, DefaultPollInterval)
+	require.Equal(t, 250*time.Millisecond, DefaultIdlePollInterval)
+	cfg, err := Config{Concurrency: 100}.withDefaults()
 	require.NoError(t, err)
 	loops := fetchLoops(cfg)
-	require.Len(t, loops, 1, "one slot: one loop for both queues")
-	require.Equal(t, DefaultPollInterval, loops[0].poll)
-	require.Equal(t, map[string]int{"critical": 10, "bulk": 1}, loops[0].queues)
+	require.Equal(t, 10*time.Millisecond, loops[0].asynqConfig(cfg).TaskCheckInterval)
+	for _, l := range loops[1:] {
+		require.Equal(t, 250*time.Millisecond, l.asynqConfig(cfg).TaskCheckInterval)
+	}
+	for _, l := range loops {
+		ac := l.asynqConfig(cfg)
+		require.True(t, ac.StrictPriority)
+		require.Equal(t, l.concurrency, ac.Concurrency)
+		require.Equal(t, l.queues, ac.Queues)
+	}
 }

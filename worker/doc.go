@@ -3,23 +3,29 @@
 // Code API (POST /v1/codes).
 //
 // A Worker runs several asynq servers (fetch loops) on the same Redis as
-// the producers with Config.Concurrency sends in flight: one serves only
-// the "critical" queue and polls every 10 ms instead of asynq's 1 s, so an
-// enqueued code reaches the provider within tens of milliseconds;
-// Config.Servers more (default GOMAXPROCS) serve "critical" strictly before
-// "bulk" and poll every 250 ms while idle, so an idle worker costs Redis
+// the producers, Config.Servers per queue (default GOMAXPROCS), each
+// serving one queue, so that a bulk task never costs an empty "critical"
+// dequeue first. They share Config.Concurrency send slots, and a freed
+// slot goes to a waiting critical task before any bulk one: during a bulk
+// drain a critical send waits at most for the first send in flight to
+// end. One critical loop polls every 10 ms instead of asynq's 1 s, so an
+// enqueued code reaches the provider within tens of milliseconds; the
+// others poll every 250 ms while idle, so an idle worker costs Redis
 // little. Any number of worker processes may share one Redis (or Sentinel,
 // or Cluster).
 //
 // The code of a task is not in asynq's message: it is in its own key next
 // to the task (sealed when the producer has a payload key), which expires
 // with the code. The worker reads it at each attempt and deletes it in the
-// same write that stores the result once the code is delivered; a missing
+// same write that stores the result once the provider accepts the code; a missing
 // code key dead-letters the task unsent. Tasks enqueued by older builds,
-// with the code inside the payload, are still delivered.
+// with the code inside the payload, are still sent.
 //
 // Each provider answer is classified in one place:
-//   - delivered: the message ID and channel are stored as the task's result;
+//   - accepted (HTTP 2xx): the message ID and channel are stored as the
+//     task's result, outcome "accepted". Whether the code then reached the
+//     handset (delivered, failed, pending) only EngageLab's delivery
+//     receipts say (see producer.Status, Verdict);
 //   - retried later (exponential, jittered backoff between
 //     Config.RetryMinDelay and Config.RetryMaxDelay, at most
 //     Config.MaxRetry times, never past the code's expiry): HTTP 5xx,
@@ -35,7 +41,7 @@
 //
 // With Config.Registerer the worker registers these Prometheus series:
 //   - otpq_sends_total{outcome, engagelab_code}: attempts by outcome
-//     (delivered, accepted_unconfirmed, retry, throttle, dead_letter,
+//     (accepted, accepted_unconfirmed, retry, throttle, dead_letter,
 //     expired) and EngageLab error code ("none", a code of the API spec,
 //     or "other");
 //   - otpq_provider_request_duration_seconds{result}: one provider request,

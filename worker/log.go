@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otpq/otpq/internal/engagelab"
+	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/task"
 )
@@ -123,3 +124,41 @@ func startAttrs(cfg Config, redisAddr string, servers int) []any {
 		"max_retry", cfg.MaxRetry, "poll_interval", cfg.PollInterval.String(),
 	}
 }
+
+// taskLog is the logger of one delivery. Unlike slog.Logger.With, which
+// has the handler format the attributes at once, With here only keeps
+// them: they are formatted when a line is written at an enabled level,
+// so a delivery logged at a disabled level (info, under the usual warn)
+// costs no formatting at all.
+type taskLog struct {
+	l    *slog.Logger
+	args []any
+}
+
+func newTaskLog(l *slog.Logger, args ...any) taskLog { return taskLog{l: l, args: args} }
+
+// With is t with args added to every line it writes.
+func (t taskLog) With(args ...any) taskLog {
+	// The full slice expression makes append copy: loggers derived from
+	// t never share (and overwrite) each other's attributes.
+	return taskLog{l: t.l, args: append(t.args[:len(t.args):len(t.args)], args...)}
+}
+
+func (t taskLog) Info(msg string, args ...any)  { t.log(slog.LevelInfo, msg, args) }
+func (t taskLog) Warn(msg string, args ...any)  { t.log(slog.LevelWarn, msg, args) }
+func (t taskLog) Error(msg string, args ...any) { t.log(slog.LevelError, msg, args) }
+
+func (t taskLog) log(level slog.Level, msg string, args []any) {
+	ctx := context.Background()
+	if !t.l.Enabled(ctx, level) {
+		return
+	}
+	t.l.Log(ctx, level, msg, append(t.args[:len(t.args):len(t.args)], args...)...)
+}
+
+// maskedTo logs a destination masked (redact.Destination), computed only
+// when a line is written.
+type maskedTo string
+
+// LogValue is the masked destination.
+func (m maskedTo) LogValue() slog.Value { return slog.StringValue(redact.Destination(string(m))) }

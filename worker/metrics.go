@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"time"
 
@@ -36,33 +35,21 @@ func (s timedSender) Send(ctx context.Context, req SendRequest) (*SendResponse, 
 }
 
 // record counts the outcome of one attempt from the error processTask
-// returns to asynq (nil: completed, as done says: outcome.Delivered or
-// outcome.AcceptedUnconfirmed). It is the one place that turns outcomes into
+// returns to asynq (nil: completed, as done says: outcome.Accepted,
+// outcome.AcceptedUnconfirmed or outcome.AlreadyAccepted). It is the one place that turns outcomes into
 // metrics, so that processTask and failed need no metric calls.
 func (w *Worker) record(err error, done outcome.Outcome, createdAt time.Time) {
 	if w.metrics == nil {
 		return
 	}
-	var code engagelab.Code
-	var apiErr *engagelab.APIError
-	if errors.As(err, &apiErr) {
-		code = apiErr.Code
-	}
-	var dl *deadLetter
-	var rl *retryLater
+	o, reason, code := attemptOutcome(err, done) // as the attempt's span reads it
 	switch {
 	case err == nil:
 		w.metrics.Completed(done, createdAt, w.now())
-	case errors.As(err, &dl):
-		w.metrics.DeadLettered(dl.reason, code)
-	case errors.As(err, &rl):
-		kind := outcome.Retry
-		if !rl.counted {
-			kind = outcome.Throttle
-		}
-		w.metrics.Retried(kind, code)
-	default:
-		w.metrics.Retried(outcome.Retry, code)
+	case reason != "": // dead-lettered: every deadLetter carries an outcome.Reason
+		w.metrics.DeadLettered(reason, code)
+	default: // outcome.Retry, or outcome.Throttle for a wait that does not count
+		w.metrics.Retried(o, code)
 	}
 }
 
@@ -74,7 +61,7 @@ var errPanic = errors.New("handler panic")
 // value may hold the code (a panic inside the provider client, say), so it
 // is withheld: the log line has the panic's type and the stack trace (Go
 // prints argument words in hex, never string contents).
-func (w *Worker) recovered(log *slog.Logger, x any) error {
+func (w *Worker) recovered(log taskLog, x any) error {
 	log.Error("handler panic", "panic_type", fmt.Sprintf("%T", x), "stack", string(debug.Stack()))
 	return fmt.Errorf("%w (%T; value withheld, it may hold the code)", errPanic, x)
 }

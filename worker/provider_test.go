@@ -177,10 +177,10 @@ func TestUnreadableSuccessAcceptedUnconfirmed(t *testing.T) {
 	require.Contains(t, line, `"level":"WARN"`)
 	require.Contains(t, line, "unreadable body")
 	require.Equal(t, 2.0, sendsTotal(t, reg, "accepted_unconfirmed"))
-	require.Zero(t, sendsTotal(t, reg, "delivered"))
+	require.Zero(t, sendsTotal(t, reg, "accepted"))
 	b.requireNothingLeft(t)
 
-	// An ordinary delivery says so too.
+	// An ordinary acceptance says so too.
 	b2, _, _ := setupScripted(t, func(w http.ResponseWriter, to string) {
 		io.WriteString(w, `{"message_id":"42","send_channel":"sms"}`)
 	})
@@ -188,7 +188,8 @@ func TestUnreadableSuccessAcceptedUnconfirmed(t *testing.T) {
 	b2.waitFinal(t, producer.QueueCritical, id)
 	st, err := b2.producer.Status(context.Background(), id)
 	require.NoError(t, err)
-	require.Equal(t, "delivered", st.Outcome)
+	require.Equal(t, "accepted", st.Outcome)
+	require.Equal(t, "accepted", st.Verdict, "no receipt: the provider's acceptance is all that is known")
 }
 
 // TestProviderTextStoredSafely: a huge message_id holding a terminal escape

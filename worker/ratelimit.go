@@ -86,25 +86,9 @@ func (r *rateLimiter) take(ctx context.Context, expires time.Time) error {
 	if r == nil {
 		return nil
 	}
-	maxWait := min(r.maxWait, expires.Sub(r.now()))
-	if maxWait < 0 {
-		maxWait = 0
-	}
-	res, err := reserveScript.Run(ctx, r.rdb, []string{rateKey}, r.interval, r.burst, maxWait.Seconds()).Slice()
-	if err != nil {
-		return fmt.Errorf("rate limit: %w", err)
-	}
-	booked, _ := res[0].(int64)
-	var secs float64
-	if s, ok := res[1].(string); ok {
-		_, _ = fmt.Sscan(s, &secs)
-	}
-	wait := time.Duration(secs * float64(time.Second))
-	if booked != 1 {
-		return &rateLimited{retryAfter: wait, rate: r.rate}
-	}
-	if wait <= 0 {
-		return nil
+	wait, err := r.reserve(ctx, expires)
+	if err != nil || wait <= 0 {
+		return err
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -114,4 +98,28 @@ func (r *rateLimiter) take(ctx context.Context, expires time.Time) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// reserve books the next send slot and returns how long until it, or a
+// *rateLimited (nothing booked) when that is more than maxWait away or
+// past expires.
+func (r *rateLimiter) reserve(ctx context.Context, expires time.Time) (time.Duration, error) {
+	maxWait := min(r.maxWait, expires.Sub(r.now()))
+	if maxWait < 0 {
+		maxWait = 0
+	}
+	res, err := reserveScript.Run(ctx, r.rdb, []string{rateKey}, r.interval, r.burst, maxWait.Seconds()).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	booked, _ := res[0].(int64)
+	var secs float64
+	if s, ok := res[1].(string); ok {
+		_, _ = fmt.Sscan(s, &secs)
+	}
+	wait := time.Duration(secs * float64(time.Second))
+	if booked != 1 {
+		return 0, &rateLimited{retryAfter: wait, rate: r.rate}
+	}
+	return wait, nil
 }

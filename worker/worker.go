@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otpq/otpq/internal/asynqstore"
 	"github.com/otpq/otpq/internal/engagelab"
@@ -23,7 +24,9 @@ import (
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/sealing"
+	"github.com/otpq/otpq/internal/shard"
 	"github.com/otpq/otpq/internal/task"
+	"github.com/otpq/otpq/internal/tracing"
 	"github.com/otpq/otpq/producer"
 )
 
@@ -38,7 +41,7 @@ const (
 	// DefaultIdlePollInterval is how often the fetch loops other than the
 	// critical one look for tasks while idle.
 	DefaultIdlePollInterval = 250 * time.Millisecond
-	// DefaultResultRetention is how long the receipt link of a delivered
+	// DefaultResultRetention is how long the receipt link of an accepted
 	// task is kept when its payload does not say (tasks enqueued by older
 	// builds): the producer's default retention.
 	DefaultResultRetention = time.Hour
@@ -60,14 +63,15 @@ type Config struct {
 	// Concurrency is the number of sends in flight at once across the
 	// process; default 100. The HTTP connection pool is sized to match.
 	Concurrency int
-	// Servers is the number of fetch loops (asynq servers) serving both
-	// queues, critical strictly first; default GOMAXPROCS. On top of them
-	// one more loop serves only the critical queue, with a small share of
-	// Concurrency (a tenth, 1 to 10) kept for it, and is the only one that
-	// polls every PollInterval while idle: the others poll every
-	// IdlePollInterval, so that an idle worker costs Redis little. Under
-	// load no loop waits between tasks. With Concurrency 1 there is one
-	// loop, serving both queues.
+	// Servers is the number of fetch loops (asynq servers) per queue;
+	// default GOMAXPROCS. Each queue has its own loops, so that a bulk task
+	// never costs an empty critical dequeue first; they share Concurrency
+	// through send slots, and a freed slot goes to a waiting critical task
+	// before any bulk one (critical sends keep their priority during a bulk
+	// drain: they wait at most for the first send in flight to end). The
+	// first critical loop is the only one that polls every PollInterval
+	// while idle; the others poll every IdlePollInterval, so that an idle
+	// worker costs Redis little. Under load no loop waits between tasks.
 	Servers int
 	// MaxRetry is the most retries of a task after its first attempt;
 	// 0 means the default (8), negative disables retries, as with the
@@ -119,23 +123,46 @@ type Config struct {
 	// are retried (another worker may hold the key) until they expire, and
 	// Start logs a warning.
 	PayloadKeys *producer.Keys
+
+	// TracerProvider makes a span per delivery attempt and, with the
+	// EngageLab client, a client span per provider request (see the
+	// README's Tracing section); nil uses the global provider
+	// (otel.GetTracerProvider), a no-op unless the program set one.
+	TracerProvider trace.TracerProvider
+
+	// Shards is the number of queues per class (critical, bulk) producers
+	// spread tasks over, for a Redis Cluster (see internal/shard and README
+	// "Scaling past one Redis"); 0 or 1 is one queue per class. It must be
+	// the count Redis records (Start refuses another with an error naming
+	// both; the first process records it). The worker serves every shard
+	// of each class that may hold tasks (the highest count ever recorded),
+	// critical before bulk, and an idle shard costs Redis one poll per
+	// second (or IdlePollInterval if longer; see gate) while new tasks wake
+	// it at once, so the idle fetch cost does not grow much with the shard
+	// count. Retries and delayed sends of a sharded worker are forwarded
+	// every 2 s and then picked up within a second.
+	Shards int
 }
 
 // Worker delivers otp:send tasks. Create it with New, then Run it (or
 // Start and Shutdown).
 type Worker struct {
-	cfg     Config
-	log     *slog.Logger
-	sender  Sender
-	rdb     redis.UniversalClient
-	servers []*asynq.Server
-	extra   map[engagelab.Code]bool
-	now     func() time.Time
-	metrics *metrics.Delivery // nil: no metrics
-	limiter *rateLimiter      // nil: no rate limit
-	keys    *sealing.Keyring  // nil: codes in plaintext only
-	watch   *redisWatch       // reports Redis outages, one line each way
-	co      *coalescer        // set by Start
+	cfg      Config
+	log      *slog.Logger
+	sender   Sender
+	rdb      redis.UniversalClient
+	servers  []*asynq.Server // set by Start
+	slots    *slots          // Concurrency, shared by the fetch loops of both queues
+	gate     *gate           // sharded only: holds back polls of idle shards
+	unlisten func()          // stops the gate's wake-up subscriptions
+	extra    map[engagelab.Code]bool
+	now      func() time.Time
+	metrics  *metrics.Delivery // nil: no metrics
+	limiter  *rateLimiter      // nil: no rate limit
+	keys     *sealing.Keyring  // nil: codes in plaintext only
+	watch    *redisWatch       // reports Redis outages, one line each way
+	co       *coalescer        // set by Start
+	tracer   tracing.Tracer
 
 	mu      sync.Mutex
 	started bool
@@ -154,7 +181,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+10*cfg.Servers)
+	opt, err := redisconn.Option(cfg.RedisURL, cfg.Redis, cfg.Concurrency+20*cfg.Servers)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -169,7 +196,8 @@ func New(cfg Config) (*Worker, error) {
 		keys:    (*sealing.Keyring)(cfg.PayloadKeys),
 		limiter: newRateLimiter(rdb, cfg.RateLimit, cfg.RateBurst, cfg.MaxRateWait, cfg.Now),
 		watch:   newRedisWatch(rdb, cfg.Logger, redisconn.Addr(opt)),
-		servers: newServers(rdb, cfg),
+		slots:   newSlots(cfg.Concurrency),
+		tracer:  tracing.NewTracer(cfg.TracerProvider),
 	}, nil
 }
 
@@ -216,6 +244,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Shards < 0 || cfg.Shards > shard.MaxShards {
+		return Config{}, fmt.Errorf("worker: Shards %d must be from 0 to %d", cfg.Shards, shard.MaxShards)
+	}
 	if cfg.RateLimit < 0 || cfg.RateBurst < 0 {
 		return Config{}, fmt.Errorf("worker: RateLimit %g and RateBurst %d must not be negative", cfg.RateLimit, cfg.RateBurst)
 	}
@@ -231,6 +262,7 @@ func newSender(cfg Config) (sender Sender, dm *metrics.Delivery, err error) {
 		c, err := engagelab.New(engagelab.Config{
 			BaseURL: cfg.BaseURL, DevKey: cfg.DevKey, DevSecret: cfg.DevSecret,
 			Timeout: cfg.HTTPTimeout, MaxConns: cfg.Concurrency,
+			TracerProvider: tracing.Provider(cfg.TracerProvider),
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("worker: %w", err)
@@ -255,35 +287,61 @@ func retryCodes(codes []int) map[engagelab.Code]bool {
 	return set
 }
 
-// newServers builds the asynq servers of the fetch loops (see fetchLoops).
-func newServers(rdb redis.UniversalClient, cfg Config) []*asynq.Server {
+// newServers builds the asynq servers of the fetch loops serving the
+// first shards shards of each class (see shardedLoops).
+func newServers(rdb redis.UniversalClient, cfg Config, shards int) []*asynq.Server {
 	var servers []*asynq.Server
-	for _, l := range fetchLoops(cfg) {
-		servers = append(servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:              l.concurrency,
-			Queues:                   l.queues,
-			StrictPriority:           true,
-			TaskCheckInterval:        l.poll,
-			DelayedTaskCheckInterval: l.forward,
-			RetryDelayFunc:           retryDelay(cfg.RetryMinDelay, time.Now), // asynq adds it to its own clock
-			IsFailure:                isFailure,
-			ShutdownTimeout:          cfg.ShutdownTimeout,
-			Logger:                   asynqLogger{cfg.Logger},
-			LogLevel:                 asynq.WarnLevel,
-		}))
+	for _, l := range shardedLoops(cfg, shards) {
+		servers = append(servers, asynq.NewServerFromRedisClient(rdb, l.asynqConfig(cfg)))
 	}
 	return servers
 }
 
-// Start starts fetching and delivering tasks in the background.
+// asynqConfig is the asynq server configuration of fetch loop l.
+func (l fetchLoop) asynqConfig(cfg Config) asynq.Config {
+	return asynq.Config{
+		Concurrency:              l.concurrency,
+		Queues:                   l.queues,
+		StrictPriority:           !l.sharded,
+		TaskCheckInterval:        l.poll,
+		DelayedTaskCheckInterval: l.forward,
+		RetryDelayFunc:           retryDelay(cfg.RetryMinDelay, time.Now), // asynq adds it to its own clock
+		IsFailure:                isFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+	}
+}
+
+// Start starts fetching and delivering tasks in the background. It first
+// reads the shard count Redis records (see Config.Shards) and refuses to
+// start on a mismatch; when Redis does not answer it serves Config.Shards
+// shards (and says so in a warning when that is more than one).
 func (w *Worker) Start() error {
+	if err := w.startable(); err != nil {
+		return err
+	}
+	served, err := w.servedShards()
+	if err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case w.stopped:
-		return errors.New("worker: start: already shut down")
-	case w.started:
-		return errors.New("worker: start: already started")
+	if err := w.startableLocked(); err != nil { // a concurrent Start or Shutdown
+		return err
+	}
+	w.servers = newServers(w.rdb, w.cfg, served)
+	if served > 1 {
+		queues := shard.All(served)
+		if w.gate == nil { // a Start that failed may have added it
+			slow := max(w.cfg.IdlePollInterval, shardSlowPoll)
+			if gateSlowPoll > 0 {
+				slow = gateSlowPoll
+			}
+			w.gate = newGate(queues, slow, time.Now)
+			w.rdb.AddHook(w.gate)
+		}
+		w.unlisten = w.gate.listen(w.rdb, queues, w.log)
 	}
 	w.co = newCoalescer(w.rdb)
 	mux := asynq.NewServeMux()
@@ -294,6 +352,10 @@ func (w *Worker) Start() error {
 				started.Shutdown()
 			}
 			w.co.stop()
+			if w.unlisten != nil {
+				w.unlisten()
+			}
+			w.servers = nil
 			return fmt.Errorf("worker: start: %w", err)
 		}
 	}
@@ -302,8 +364,58 @@ func (w *Worker) Start() error {
 		w.log.Warn("OTPQ_PAYLOAD_KEY is not set: producers without a key store codes in plaintext in Redis, and sealed codes cannot be opened here")
 	}
 	w.watch.start()
-	w.log.Info("worker started", startAttrs(w.cfg, w.watch.addr, w.cfg.Servers)...)
+	attrs := startAttrs(w.cfg, w.watch.addr, w.cfg.Servers)
+	if served > 1 {
+		attrs = append(attrs, "shards", served)
+	}
+	w.log.Info("worker started", attrs...)
 	return nil
+}
+
+// startable is nil when Start may go on.
+func (w *Worker) startable() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.startableLocked()
+}
+
+// startableLocked is startable with w.mu held.
+func (w *Worker) startableLocked() error {
+	switch {
+	case w.stopped:
+		return errors.New("worker: start: already shut down")
+	case w.started:
+		return errors.New("worker: start: already started")
+	}
+	return nil
+}
+
+// shardCheckTimeout bounds Start's read of the recorded shard count.
+const shardCheckTimeout = 3 * time.Second
+
+// servedShards is how many shards of each class the worker serves: the
+// highest count Redis has recorded (see shard.Layout.Served). A count
+// other than Config.Shards is an error (errors.Is shard.ErrMismatch);
+// when Redis does not answer, Config.Shards (with a warning when above 1).
+func (w *Worker) servedShards() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), shardCheckTimeout)
+	defer cancel()
+	l, err := shard.Check(ctx, w.rdb, w.cfg.Shards)
+	if errors.Is(err, shard.ErrMismatch) {
+		return 0, fmt.Errorf("worker: %w", err)
+	}
+	if err != nil {
+		// Redis down: the outage line says so once; with shards, that the
+		// count is unchecked matters enough for a warning of its own.
+		n := max(w.cfg.Shards, 1)
+		level := slog.LevelDebug
+		if n > 1 {
+			level = slog.LevelWarn
+		}
+		w.log.Log(context.Background(), level, "could not read the shard count from Redis; serving the configured shards", "shards", n, "error", err.Error())
+		return n, nil
+	}
+	return l.Served, nil
 }
 
 // Shutdown stops fetching, waits up to ShutdownTimeout for in-flight sends,
@@ -330,6 +442,9 @@ func (w *Worker) Shutdown() {
 		go func() { defer wg.Done(); s.Shutdown() }()
 	}
 	wg.Wait()
+	if w.unlisten != nil {
+		w.unlisten()
+	}
 	if co != nil {
 		co.stop() // the handlers have returned
 	}
@@ -363,15 +478,37 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) Ping(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }
 
 // processTask is the asynq handler of otp:send.
-func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
+func (w *Worker) processTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
+	return w.process(ctx, t, id, queue, retried)
+}
+
+// process is processTask with what asynq keeps in ctx read out: the task's
+// ID and queue and its earlier retries (the benchmark of the delivery path
+// calls it directly, without asynq's servers).
+func (w *Worker) process(ctx context.Context, t *asynq.Task, id, queue string, retried int) (err error) {
+	if err := w.slots.acquire(ctx, shard.ClassOf(queue) != task.QueueBulk); err != nil {
+		// Shutting down, or the lease is lost: asynq runs it again later.
+		return &retryLater{counted: false, cause: err}
+	}
+	defer w.slots.release()
 	attempt := retried + 1
-	log := w.log.With("task_id", id, "attempt", attempt)
+	log := newTaskLog(w.log, "task_id", id, "attempt", attempt)
+	span := tracing.NoSpan()
+	if tracing.Enabled && !w.tracer.Off() {
+		var opts []trace.SpanStartOption
+		ctx, opts = tracing.Follows(ctx, tracing.FromHeaders(t.Headers()), deliverSpan)
+		ctx, span = w.tracer.Start(ctx, tracing.SpanDeliver, opts...)
+	}
+	traced := tracing.Enabled && span.IsRecording()
+	if traced {
+		span.SetAttributes(tracing.TaskID.String(id), tracing.Queue.String(queue), tracing.Attempt.Int(attempt))
+	}
 
 	var p task.Payload
-	done := outcome.Delivered // or AcceptedUnconfirmed, for record
+	done := outcome.Accepted // or AcceptedUnconfirmed or AlreadyAccepted, for record
 	defer w.metrics.Begin()()
 	defer func() {
 		if x := recover(); x != nil {
@@ -381,27 +518,44 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 			}
 		}
 		w.record(err, done, p.CreatedAt)
+		if tracing.Enabled {
+			endAttempt(span, err, done)
+		}
 	}()
 	p, err = task.Decode(t.Payload())
 	if err != nil {
-		log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
-		return newDeadLetter(outcome.BadPayload, err, "%v (not sent)", err) // err reads "bad payload: why"
+		return deadLettered(log, outcome.BadPayload, err, "%v (not sent)", err) // err reads "bad payload: why"
 	}
-	log = log.With("to", redact.Destination(p.To), "template", p.Template.ID)
+	log = log.With("to", maskedTo(p.To), "template", p.Template.ID)
 	now := w.now()
+	if traced {
+		span.SetAttributes(tracing.To.String(redact.Destination(p.To)), tracing.Template.String(p.Template.ID))
+		if !p.CreatedAt.IsZero() {
+			span.SetAttributes(tracing.QueueWait.Int64(now.Sub(p.CreatedAt).Milliseconds()))
+		}
+	}
 	if !now.Before(p.ExpiresAt) {
-		log.Warn("dead-lettered", "outcome", outcome.Expired, "reason", outcome.CodeExpired, "expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
-		return newDeadLetter(outcome.CodeExpired, nil, "%s: code expired at %s, before delivery (not sent)", outcome.CodeExpired, p.ExpiresAt.Format(time.RFC3339))
+		log = log.With("expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
+		return deadLettered(log, outcome.CodeExpired, nil, "%s: code expired at %s, before delivery (not sent)", outcome.CodeExpired, p.ExpiresAt.Format(time.RFC3339))
 	}
 
 	sealContext := p.To // versions 1 and 2: sealed inline, bound to the destination
 	if p.V == task.VersionCodeKey {
-		if err := w.loadCode(ctx, queue, id, &p); errors.Is(err, redis.Nil) {
-			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.NoCode)
-			return newDeadLetter(outcome.NoCode, nil, "%s: code expired or already delivered; not sent", outcome.NoCode)
+		if err := w.loadCodeWaiting(ctx, queue, id, &p); errors.Is(err, redis.Nil) {
+			earlier, err := w.earlierAcceptance(ctx, queue, id)
+			if err != nil { // Redis failed: try again later
+				return w.failed(log, err, p, retried)
+			}
+			if earlier != nil {
+				// An earlier attempt's send was accepted and recorded, but
+				// asynq never heard the task was done: complete it now.
+				done = outcome.AlreadyAccepted
+				log.Info("accepted by an earlier attempt; not sent again", "outcome", done, "accepted_attempt", earlier.Attempts, "message_id", earlier.MessageID)
+				return nil
+			}
+			return deadLettered(log, outcome.NoCode, nil, "%s: code expired or deleted; not sent", outcome.NoCode)
 		} else if errors.Is(err, task.ErrBadPayload) {
-			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
-			return newDeadLetter(outcome.BadPayload, err, "%v (not sent)", err)
+			return deadLettered(log, outcome.BadPayload, err, "%v (not sent)", err)
 		} else if err != nil { // Redis failed: try again later
 			return w.failed(log, err, p, retried)
 		}
@@ -409,8 +563,7 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 	}
 	if p.Sealed != "" {
 		if p.Code, err = w.keys.Open(p.Sealed, sealContext); errors.Is(err, sealing.ErrOpen) {
-			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.BadPayload, "error", err.Error())
-			return newDeadLetter(outcome.BadPayload, err, "%s: %v (not sent)", outcome.BadPayload, err)
+			return deadLettered(log, outcome.BadPayload, err, "%s: %v (not sent)", outcome.BadPayload, err)
 		} else if err != nil { // a key this worker lacks: another may have it
 			return w.failed(log, err, p, retried)
 		}
@@ -428,15 +581,20 @@ func (w *Worker) processTask(ctx context.Context, t *asynq.Task) (err error) {
 			// The provider took it (2xx) without confirming: never re-sent.
 			done = outcome.AcceptedUnconfirmed
 		}
-		if werr := w.delivered(ctx, queue, id, p, resp, attempt, done); werr != nil {
+		if traced {
+			span.SetAttributes(tracing.MessageID.String(resp.MessageID), tracing.Channel.String(resp.SendChannel))
+		}
+		store := func() error { return w.accepted(ctx, queue, id, p, resp, attempt, done) }
+		if werr := store(); werr != nil {
 			// The code went out; losing the result must not send it again.
 			log.Warn("could not store result", "error", werr.Error())
+			w.keepStoring(log, p.ExpiresAt, store)
 		}
 		if done == outcome.AcceptedUnconfirmed {
 			log.Warn("accepted, unconfirmed", "outcome", done, "engagelab_code", 0, "reason", resp.Unconfirmed, "send_channel", resp.SendChannel)
 			return nil
 		}
-		log.Info("delivered", "outcome", done, "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
+		log.Info("accepted", "outcome", done, "engagelab_code", 0, "message_id", resp.MessageID, "send_channel", resp.SendChannel)
 		return nil
 	}
 	return w.failed(log, w.ambiguity(ctx, queue, id, p, err), p, retried)
@@ -461,24 +619,84 @@ func (w *Worker) loadCode(ctx context.Context, queue, id string, p *task.Payload
 	return err
 }
 
-// delivered records a delivery in one pipeline, shared with concurrent
+// earlierAcceptance reads the result an earlier attempt of the task stored
+// when its send was accepted (see accepted): nil when there is none. A
+// task whose code key is gone and that holds such a result was sent; the
+// attempt that sent it did not reach asynq's completion (its worker died
+// after the pipeline, or asynq could not mark the task complete, and the
+// recoverer handed the task back when its lease ran out).
+func (w *Worker) earlierAcceptance(ctx context.Context, queue, id string) (*task.Result, error) {
+	v, err := w.rdb.HGet(ctx, asynqstore.TaskKey(queue, id), asynqstore.ResultField).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var r task.Result
+	if json.Unmarshal(v, &r) != nil {
+		return nil, nil // not a result this worker wrote
+	}
+	switch outcome.Parse(string(r.Outcome)) {
+	case outcome.Accepted, outcome.AcceptedUnconfirmed:
+		return &r, nil
+	}
+	return nil, nil
+}
+
+// loadCodeWaiting is loadCode that waits out a Redis unavailable for now
+// (down, failing over, migrating the task's slot: redisconn.Unavailable),
+// asking again with a growing pause (50 ms to 1 s) until it answers, the
+// code expires, ctx ends (asynq ends it when the task's lease expires) or
+// the worker stops. Failing the attempt instead needs Redis to schedule
+// the retry, and asynq does not retry that write (see keepStoring): the
+// task then waits for its lease to expire and for asynq's recoverer,
+// 30-90 s. With a master killed mid-drain, tasks whose code read met the
+// failover were sent 61 s after the kill (TestCluster/MasterKilledDuringDrain).
+func (w *Worker) loadCodeWaiting(ctx context.Context, queue, id string, p *task.Payload) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := w.loadCode(ctx, queue, id, p)
+		if !redisconn.Unavailable(err) || ctx.Err() != nil || !w.now().Add(wait).Before(p.ExpiresAt) {
+			return err
+		}
+		select {
+		case <-w.done:
+			return err
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// accepted records an accepted send in one pipeline, shared with concurrent
 // deliveries (see coalescer): the task's result (read by producer.Status,
 // otpq status and the web UI), the deletion of its code key (the code can
 // never go out again, whatever happens to this attempt from now on) and
 // the receipt link message_id → task (internal/receipts). It runs even if
 // ctx ended: the code went out.
-func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload, resp *SendResponse, attempt int, done outcome.Outcome) error {
+func (w *Worker) accepted(ctx context.Context, queue, id string, p task.Payload, resp *SendResponse, attempt int, done outcome.Outcome) error {
 	now := w.now().UTC()
 	res, _ := json.Marshal(task.Result{MessageID: resp.MessageID, SendChannel: resp.SendChannel, Attempts: attempt, SentAt: now, Outcome: done})
 	ttl := DefaultResultRetention
 	if p.RetentionSec > 0 {
 		ttl = time.Duration(p.RetentionSec) * time.Second
 	}
+	// The receipt's span continues this attempt's. Off first: untraced,
+	// no walk up the attempt's context chain.
+	var tp string
+	if tracing.Enabled && !w.tracer.Off() {
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			tp = tracing.TraceParent(span.SpanContext())
+		}
+	}
 	var cmds []redis.Cmder
 	_ = w.co.do(context.WithoutCancel(ctx), func(ctx context.Context, pipe redis.Pipeliner) {
 		cmds = asynqstore.Delivered(ctx, pipe, queue, id, res)
 		if resp.MessageID != "" {
-			link := receipts.Link{TaskID: id, Queue: queue, To: redact.Destination(p.To), AcceptedAt: now}
+			link := receipts.Link{TaskID: id, Queue: queue, To: redact.Destination(p.To), AcceptedAt: now, CodeFingerprint: redact.Fingerprint(p.Code), Trace: tp}
 			cmds = append(cmds, pipe.Set(ctx, receipts.LinkKey(queue, resp.MessageID), link.Encode(), ttl))
 		}
 	})
@@ -490,38 +708,102 @@ func (w *Worker) delivered(ctx context.Context, queue, id string, p task.Payload
 	return nil
 }
 
+// keepStoring retries store (the accepted send's pipeline: result, code
+// key deletion, receipt link) until it succeeds, the code expires or the
+// worker shuts down. Until the code key is deleted, an attempt that asynq
+// runs again would send the code again, and asynq may well run it again
+// after an outage: a completion it could not write is retried by its
+// syncer with a context already cancelled (asynq v0.26 processor.go
+// markAsComplete), so the task stays active until its lease expires and
+// the recoverer hands it back (the fault suite's TestRedisUnreachable saw
+// that duplicate). Once the code has expired, a later attempt refuses to
+// send it anyway.
+func (w *Worker) keepStoring(log taskLog, expiresAt time.Time, store func() error) {
+	wait := 100 * time.Millisecond
+	for tries := 2; w.now().Before(expiresAt); tries++ {
+		select {
+		case <-w.done:
+			log.Error("result not stored before shutdown: a later attempt may send the code again", "tries", tries-1)
+			return
+		case <-time.After(wait):
+		}
+		if err := store(); err == nil {
+			log.Info("result stored after retrying", "tries", tries)
+			return
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+	log.Error("result not stored before the code expired: a later attempt finds it expired and does not send it")
+}
+
 // fetchLoop is the configuration of one asynq server of the worker.
 type fetchLoop struct {
 	queues        map[string]int
 	concurrency   int
 	poll, forward time.Duration
+	// sharded: the loop serves several shard queues of its class, asked in
+	// a random order at each dequeue (asynq's weighted order with equal
+	// weights) so that no shard waits for the others to drain.
+	sharded bool
 }
 
-// fetchLoops lays out the worker's asynq servers (see Config.Servers): one
-// critical-only loop polling every PollInterval, and Servers loops serving
-// critical then bulk, polling every IdlePollInterval while idle.
-func fetchLoops(cfg Config) []fetchLoop {
-	both := map[string]int{task.QueueCritical: 10, task.QueueBulk: 1}
-	if cfg.Concurrency < 2 {
-		return []fetchLoop{{queues: both, concurrency: cfg.Concurrency, poll: cfg.PollInterval, forward: 250 * time.Millisecond}}
-	}
-	fast := min(max(cfg.Concurrency/10, 1), 10)
-	loops := []fetchLoop{{queues: map[string]int{task.QueueCritical: 1}, concurrency: fast, poll: cfg.PollInterval, forward: 250 * time.Millisecond}}
-	rest := cfg.Concurrency - fast
-	n := min(cfg.Servers, rest)
-	for i := range n {
-		c := rest / n
-		if i < rest%n {
-			c++
+// fetchLoops lays out the worker's asynq servers for Config.Shards shards
+// (see shardedLoops).
+func fetchLoops(cfg Config) []fetchLoop { return shardedLoops(cfg, max(cfg.Shards, 1)) }
+
+// Forwarding intervals of a sharded worker's loops: asynq's forwarder
+// moves due retries and delayed sends into the pending list of each queue
+// of its loop, one script call per queue and state, so a sharded worker
+// forwards less often than the critical loop of a single queue does.
+// The first loop of each class forwards every 2 s; the others, which
+// forward the same queues, every 30 s (a fallback if the first is stuck).
+const (
+	shardedForward      = 2 * time.Second
+	shardedOtherForward = 30 * time.Second
+	// shardSlowPoll is the least interval at which the fetch gate asks an
+	// idle shard (see gate), so that 2×16 idle shards cost Redis 32
+	// dequeues/s.
+	shardSlowPoll = time.Second
+)
+
+// shardedLoops lays out the worker's asynq servers (see Config.Servers):
+// for each class, min(Servers, Concurrency) loops serving that class alone
+// (each loop all of its first shards shards) and sharing Concurrency among
+// them; the first critical loop polls every PollInterval while idle, every
+// other loop every IdlePollInterval. Concurrency bounds the tasks each
+// class's loops hold at once; the send slots (see slots) bound them across
+// both classes, critical first.
+func shardedLoops(cfg Config, shards int) []fetchLoop {
+	n := min(cfg.Servers, cfg.Concurrency)
+	loops := make([]fetchLoop, 0, 2*n)
+	for _, class := range shard.Classes {
+		for i := range n {
+			queues := map[string]int{}
+			for _, q := range shard.Names(class, shards) {
+				queues[q] = 1
+			}
+			l := fetchLoop{queues: queues, concurrency: cfg.Concurrency / n, poll: cfg.IdlePollInterval, forward: time.Second, sharded: shards > 1}
+			if i < cfg.Concurrency%n {
+				l.concurrency++
+			}
+			if class == task.QueueCritical && i == 0 {
+				l.poll, l.forward = cfg.PollInterval, 250*time.Millisecond
+			}
+			if l.sharded {
+				l.forward = shardedForward
+				if i > 0 {
+					l.forward = shardedOtherForward
+				}
+			}
+			loops = append(loops, l)
 		}
-		loops = append(loops, fetchLoop{queues: both, concurrency: c, poll: cfg.IdlePollInterval, forward: time.Second})
 	}
 	return loops
 }
 
 // failed turns a failed attempt into asynq's next step: a dead letter or a
 // retry at a time the handler chose.
-func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int) error {
+func (w *Worker) failed(log taskLog, err error, p task.Payload, retried int) error {
 	var apiErr *engagelab.APIError
 	var code engagelab.Code
 	if errors.As(err, &apiErr) {
@@ -532,15 +814,12 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	kind := classify(err, w.extra)
 	if kind == kindPermanent {
 		switch reason := deadLetterReason(err); reason {
-		case outcome.LikelyDelivered:
-			log.Warn("dead-lettered", "outcome", outcome.DeliveredLikely, "reason", reason, "error", err.Error())
-			return newDeadLetter(reason, err, "%s", err.Error())
+		case outcome.LikelyAccepted:
+			return deadLettered(log, reason, err, "%s", err.Error())
 		case outcome.Configuration:
-			log.Error("dead-lettered", "outcome", outcome.DeadLetter, "reason", reason, "error", err.Error())
-			return newDeadLetter(reason, err, "%s: %s", reason, err.Error())
+			return deadLettered(log, reason, err, "%s: %s", reason, err.Error())
 		default:
-			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", reason, "error", err.Error())
-			return newDeadLetter(reason, err, "%s", reasonText(err))
+			return deadLettered(log, reason, err, "%s", reasonText(err))
 		}
 	}
 	now := w.now()
@@ -551,14 +830,12 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 		delay = max(apiErr.RetryAfter, w.cfg.RetryMinDelay)
 	} else {
 		if retried >= w.cfg.MaxRetry {
-			log.Warn("dead-lettered", "outcome", outcome.DeadLetter, "reason", outcome.Exhausted, "error", err.Error())
-			return newDeadLetter(outcome.Exhausted, err, "%s after %d attempts: %s", outcome.Exhausted, retried+1, reasonText(err))
+			return deadLettered(log, outcome.Exhausted, err, "%s after %d attempts: %s", outcome.Exhausted, retried+1, reasonText(err))
 		}
 		delay = w.backoff(retried)
 	}
 	if !now.Add(delay).Before(p.ExpiresAt) {
-		log.Warn("dead-lettered", "outcome", outcome.Expired, "reason", outcome.CodeExpired, "error", err.Error())
-		return newDeadLetter(outcome.CodeExpired, err, "%s: code expires before the next attempt would start: %s", outcome.CodeExpired, reasonText(err))
+		return deadLettered(log, outcome.CodeExpired, err, "%s: code expires before the next attempt would start: %s", outcome.CodeExpired, reasonText(err))
 	}
 	retry := outcome.Retry
 	if kind == kindThrottle {
@@ -566,6 +843,39 @@ func (w *Worker) failed(log *slog.Logger, err error, p task.Payload, retried int
 	}
 	log.Warn("will retry", "outcome", retry, "retry_in_ms", delay.Milliseconds(), "error", err.Error())
 	return &retryLater{delay: delay, counted: kind == kindRetry, cause: err}
+}
+
+// deadLettered logs a task's one "dead-lettered" line and returns its dead
+// letter (the archive's text is format and args). Every dead letter goes
+// through here, so the line's outcome and level follow from the reason in
+// one place: expired and likely-delivered have outcomes of their own;
+// a bad payload (a producer bug or tampering) and a configuration problem
+// (otpq set up wrong) are errors an operator must fix, the rest warnings.
+// The cause, when there is one, is logged as "error".
+func deadLettered(log taskLog, reason outcome.Reason, cause error, format string, args ...any) error {
+	o, level := deadLetterOutcome(reason), slog.LevelWarn
+	switch reason {
+	case outcome.BadPayload, outcome.Configuration:
+		level = slog.LevelError
+	}
+	attrs := []any{"outcome", o, "reason", reason}
+	if cause != nil {
+		attrs = append(attrs, "error", cause.Error())
+	}
+	log.log(level, "dead-lettered", attrs)
+	return newDeadLetter(reason, cause, format, args...)
+}
+
+// deadLetterOutcome is the outcome of a task dead-lettered for reason:
+// expired and likely-accepted have outcomes of their own.
+func deadLetterOutcome(reason outcome.Reason) outcome.Outcome {
+	switch reason {
+	case outcome.CodeExpired:
+		return outcome.Expired
+	case outcome.LikelyAccepted:
+		return outcome.AcceptedLikely
+	}
+	return outcome.DeadLetter
 }
 
 // reasonText is the provider's code and message, the form operators read in

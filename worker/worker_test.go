@@ -281,7 +281,11 @@ func TestCriticalBeforeBulk(t *testing.T) {
 	}
 	rc := b.fake.Receipts()
 	require.Len(t, rc, 21)
-	require.Equal(t, "+19990000000", rc[0].To, "the critical send goes first")
+	// The bulk loop may fetch its first task as the worker starts, before
+	// the critical loop's first fetch; the critical send then waits for
+	// that one send only (TestCriticalOvertakesWaitingBulk).
+	i := slices.IndexFunc(rc, func(r fakeengagelab.Receipt) bool { return r.To == "+19990000000" })
+	require.LessOrEqual(t, i, 1, "the critical send goes first, or second behind the send in flight")
 }
 
 func TestShutdownWaitsForInFlight(t *testing.T) {

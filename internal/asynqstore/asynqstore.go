@@ -1,13 +1,14 @@
 // Package asynqstore is otpq's only knowledge of asynq v0.26's private Redis
 // layout: key names, the TaskMessage protobuf encoding and decoding, the
 // enqueue script (asynq's own, extended to write otpq's code key in the
-// same call), the result field of a task hash and the read of one task
-// (asynq's Inspector.GetTaskInfo, but honouring a context). Everything else
-// in otpq goes through asynq's public API (Server, Inspector). Parity tests
-// (asynqstore_test.go, readtask_test.go) check that a task written here
-// looks and behaves exactly like one written by asynq.Client, and that a
-// task read here reads as asynq's Inspector reads it; run them when
-// upgrading asynq.
+// same call), the result field of a task hash, the read of one task
+// (asynq's Inspector.GetTaskInfo, but honouring a context) and the
+// statistics of queues (Inspector.GetQueueInfo's scripts, many queues in
+// one pipeline). Everything else in otpq goes through asynq's public API
+// (Server, Inspector). Parity tests (asynqstore_test.go, readtask_test.go,
+// stats_test.go) check that a task written here looks and behaves exactly
+// like one written by asynq.Client, and that a task or a queue read here
+// reads as asynq's Inspector reads it; run them when upgrading asynq.
 //
 // Every key of one task, asynq's and otpq's, carries the queue's hash tag
 // {<queue>}, so one script can touch them all on Redis Cluster too.
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -57,6 +59,38 @@ func LeaseKey(queue string) string { return "asynq:{" + queue + "}:lease" }
 // CodeKey is otpq's key holding the code of a task (plaintext or sealed,
 // see internal/task): otpq:{<queue>}:code:<id>, in the task's hash slot.
 func CodeKey(queue, id string) string { return "otpq:{" + queue + "}:code:" + id }
+
+// ReadyChannel is the sharded pub/sub channel (SPUBLISH) that hears that
+// a queue has new pending tasks: otpq:{<queue>}:ready, in the queue's hash
+// slot, so that only the queue's own cluster node carries it.
+func ReadyChannel(queue string) string { return "otpq:{" + queue + "}:ready" }
+
+// DequeueQueue reports whether args are those of asynq's dequeue script
+// call (EVALSHA or EVAL of dequeueCmd, internal/rdb/rdb.go: KEYS pending,
+// paused, active and lease of one queue) and for which queue. A Redis hook
+// can so answer an empty dequeue without asking Redis.
+func DequeueQueue(args []any) (queue string, ok bool) {
+	if len(args) < 7 {
+		return "", false
+	}
+	name, _ := args[0].(string)
+	if !strings.EqualFold(name, "evalsha") && !strings.EqualFold(name, "eval") {
+		return "", false
+	}
+	if n, ok := args[2].(int); !ok || n != 4 {
+		return "", false
+	}
+	pending, _ := args[3].(string)
+	rest, ok := strings.CutPrefix(pending, "asynq:{")
+	if !ok {
+		return "", false
+	}
+	queue, ok = strings.CutSuffix(rest, "}:pending")
+	if !ok || args[4] != "asynq:{"+queue+"}:paused" || args[5] != ActiveKey(queue) || args[6] != LeaseKey(queue) {
+		return "", false
+	}
+	return queue, true
+}
 
 // ResultField is the task hash field asynq's ResultWriter writes and its
 // Inspector reads as TaskInfo.Result.
@@ -311,9 +345,11 @@ type Task struct {
 // gives 1.
 //
 // KEYS[1] -> asynq:{q}:pending, KEYS[2] -> asynq:{q}:scheduled,
-// KEYS[3i], KEYS[3i+1], KEYS[3i+2] -> task hash, code key (i = 1..n)
+// KEYS[2i+1], KEYS[2i+2] -> task hash, code key (i = 1..n)
 // ARGV[1] -> now in unix nsec; for task i, from ARGV[5(i-1)+2]:
-// msg, id, process-at unix sec (0: now), code, code expiry unix msec
+// msg, id, process-at unix sec (0: now), code, code expiry unix msec;
+// ARGV[5n+2], when given -> the queue's ReadyChannel, published to when
+// the call made tasks pending
 var enqueueScript = redis.NewScript(`
 local out = {}
 local pending = {}
@@ -342,6 +378,13 @@ end
 for i = 1, #pending, 1000 do
 	redis.call("LPUSH", KEYS[1], unpack(pending, i, math.min(i + 999, #pending)))
 end
+-- A wake-up channel (EnqueueWaking) hears that the queue has new pending
+-- tasks; pcall: a Redis without sharded pub/sub (before 7.0) still
+-- enqueues, and workers find the tasks at their next slow poll.
+local wake = ARGV[5*n + 2]
+if wake and #pending > 0 then
+	redis.pcall("SPUBLISH", wake, "1")
+end
 return out
 `)
 
@@ -360,6 +403,18 @@ func Publish(ctx context.Context, rdb redis.Cmdable, queues ...string) error {
 // and reports, per task, whether it was created (false: its ID already
 // exists). The queue must have been published (Publish).
 func Enqueue(ctx context.Context, rdb redis.Scripter, queue string, now time.Time, tasks []Task) ([]bool, error) {
+	return enqueue(ctx, rdb, queue, now, tasks, false)
+}
+
+// EnqueueWaking is Enqueue that also publishes to the queue's ReadyChannel
+// (SPUBLISH, in the same script call) when it made a task pending, so that
+// workers holding back their polls of an idle shard (see DequeueQueue)
+// fetch it at once.
+func EnqueueWaking(ctx context.Context, rdb redis.Scripter, queue string, now time.Time, tasks []Task) ([]bool, error) {
+	return enqueue(ctx, rdb, queue, now, tasks, true)
+}
+
+func enqueue(ctx context.Context, rdb redis.Scripter, queue string, now time.Time, tasks []Task, wake bool) ([]bool, error) {
 	keys := make([]string, 0, 2+2*len(tasks))
 	args := make([]any, 0, 1+5*len(tasks))
 	keys = append(keys, PendingKey(queue), ScheduledKey(queue))
@@ -374,6 +429,9 @@ func Enqueue(ctx context.Context, rdb redis.Scripter, queue string, now time.Tim
 		}
 		keys = append(keys, TaskKey(queue, t.Msg.ID), CodeKey(queue, t.Msg.ID))
 		args = append(args, t.Msg.Encode(), t.Msg.ID, at, t.Code, t.CodeExpiresAt.UnixMilli())
+	}
+	if wake {
+		args = append(args, ReadyChannel(queue))
 	}
 	out, err := enqueueScript.Run(ctx, rdb, keys, args...).Int64Slice()
 	if err != nil {

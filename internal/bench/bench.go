@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,44 @@ type Config struct {
 	Scale float64
 	// Log receives progress lines; nil discards.
 	Log io.Writer
+	// Only names the groups to run (see Groups); empty runs them all.
+	Only []string
+	// OtpqNoTrace is the otpq executable built with -tags otpq_notrace,
+	// the tracing case's "no tracing code at all"; without it the case is
+	// skipped (its section says so).
+	OtpqNoTrace string
+	// Shards is the shard count of the sharded cases (idle at N shards,
+	// the cluster drain, the idle fleet); default DefaultShards.
+	Shards int
+}
+
+// DefaultShards is the shard count of the sharded cases by default.
+const DefaultShards = 16
+
+// Groups are the benchmark's groups, in the order Run runs them; a name
+// is what Config.Only (otpq-bench --only) takes.
+var Groups = []string{"enqueue", "providers", "e2e", "idle", "critical", "cluster", "fleet", "tracing"}
+
+// selected is the groups of only in Groups order, all of them when only
+// is empty, or an error naming an unknown group.
+func selected(only []string) ([]string, error) {
+	if len(only) == 0 {
+		return Groups, nil
+	}
+	want := map[string]bool{}
+	for _, g := range only {
+		if !slices.Contains(Groups, g) {
+			return nil, fmt.Errorf("unknown group %q (groups: %s)", g, strings.Join(Groups, ", "))
+		}
+		want[g] = true
+	}
+	var out []string
+	for _, g := range Groups {
+		if want[g] {
+			out = append(out, g)
+		}
+	}
+	return out, nil
 }
 
 const (
@@ -82,6 +121,13 @@ func Run(ctx context.Context, cfg Config) (string, error) {
 	if cfg.Scale <= 0 {
 		cfg.Scale = 1
 	}
+	if cfg.Shards <= 1 {
+		cfg.Shards = DefaultShards
+	}
+	groups, err := selected(cfg.Only)
+	if err != nil {
+		return "", fmt.Errorf("bench: Config.Only: %w", err)
+	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
@@ -102,11 +148,16 @@ func Run(ctx context.Context, cfg Config) (string, error) {
 	info, _ := rdb.InfoMap(ctx, "server").Result()
 	e.rep.redisVersion = info["Server"]["redis_version"]
 
+	run := map[string]func(context.Context) error{"enqueue": e.enqueue, "providers": e.providers, "e2e": e.endToEnd,
+		"idle": e.idle, "critical": e.critical, "cluster": e.cluster, "fleet": e.fleet,
+		"tracing": e.tracingOverhead}
 	start := time.Now()
-	for _, g := range []func(context.Context) error{e.enqueue, e.providers, e.endToEnd, e.idle, e.critical} {
-		if err := g(ctx); err != nil {
-			return "", err
+	for i, g := range groups {
+		e.logf("%d/%d %s", i+1, len(groups), g)
+		if err := run[g](ctx); err != nil {
+			return "", fmt.Errorf("%s: %w", g, err)
 		}
+		e.rep.ran[g] = true
 	}
 	e.rep.took = time.Since(start)
 	return e.rep.markdown(), nil
@@ -143,7 +194,13 @@ func benchRequest(i int) producer.Request {
 
 // preload enqueues n tasks on queue through SendBatch, guard off.
 func (e *env) preload(ctx context.Context, n int, queue string) error {
-	p, err := producer.New(producer.Config{RedisURL: e.url, DestinationLimit: -1})
+	return preloadWith(ctx, producer.Config{RedisURL: e.url}, n, queue)
+}
+
+// preloadWith is preload through a producer of cfg (its Redis and shards).
+func preloadWith(ctx context.Context, cfg producer.Config, n int, queue string) error {
+	cfg.DestinationLimit = -1
+	p, err := producer.New(cfg)
 	if err != nil {
 		return err
 	}

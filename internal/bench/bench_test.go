@@ -134,6 +134,11 @@ func TestMainUsageErrors(t *testing.T) {
 		{"--bogus"},
 		{"stub-provider", "extra"},
 		{"baseline-worker"}, // ENGAGELAB_BASE_URL unset
+		{"--otpq", "/bin/sh", "--only", "idle,shards"},
+		{"--otpq", "/bin/sh", "--shards", "1"},
+		{"--otpq", "/bin/sh", "--shards", "129"},
+		{"--otpq", "/bin/sh", "--only", "tracing,nope"},
+		{"--otpq", "/bin/sh", "--otpq-notrace", "/nonexistent/otpq-notrace"},
 	} {
 		var stderr bytes.Buffer
 		require.Equal(t, exitUsage, Main(ctx, args, &bytes.Buffer{}, &stderr, env), "%q: %s", args, stderr.String())

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -147,7 +148,6 @@ func (e *env) capacity(ctx context.Context, pr *provider, conc int, d time.Durat
 
 // providers measures each provider's own capacity with a direct loop.
 func (e *env) providers(ctx context.Context) error {
-	e.logf("2/5 provider capacity")
 	g := e.rep.group("2. Provider capacity: a direct concurrent call loop, no queue", "requests/s")
 	d := e.dur(3*time.Second, 2*time.Second)
 	for _, c := range []struct {
@@ -188,6 +188,21 @@ func (e *env) providers(ctx context.Context) error {
 type side struct {
 	name    string
 	servers int // baseline only
+	// otpq only: --shards when above 1, and the Redis URL when not the
+	// benchmark's single redis-server (the cluster's).
+	shards   int
+	redisURL string
+	extra    []string // more worker flags
+	// bin replaces Config.Otpq (the tracing case's notrace build).
+	bin string
+	// otlp, when set, traces the otpq worker at 100% (always_on) to this
+	// OTLP/HTTP endpoint through the OTEL_* variables.
+	otlp string
+}
+
+// shardedSide is the otpq worker at its defaults with --shards n.
+func shardedSide(n int) side {
+	return side{name: fmt.Sprintf("otpq worker (defaults, --shards %d)", n), shards: n}
 }
 
 var (
@@ -196,19 +211,37 @@ var (
 	base2Side = side{name: "hand-written asynq handler, 2 servers", servers: 2}
 )
 
+// workerEnv is a worker's provider settings.
+func workerEnv(baseURL string) []string {
+	return []string{"ENGAGELAB_DEV_KEY=" + devKey, "ENGAGELAB_DEV_SECRET=" + devSecret, "ENGAGELAB_BASE_URL=" + baseURL}
+}
+
 // worker starts an otpq or baseline worker process.
 func (e *env) worker(s side, baseURL string, concurrency int) (*proc, error) {
-	envv := []string{"ENGAGELAB_DEV_KEY=" + devKey, "ENGAGELAB_DEV_SECRET=" + devSecret, "ENGAGELAB_BASE_URL=" + baseURL}
+	envv := workerEnv(baseURL)
 	if s.servers > 0 {
 		return start(e.dir, "baseline-worker", envv, e.cfg.Self, "baseline-worker",
 			"--redis-url", e.url, "--concurrency", strconv.Itoa(concurrency), "--servers", strconv.Itoa(s.servers))
 	}
-	ops, err := freeAddr()
-	if err != nil {
-		return nil, err
+	bin := e.cfg.Otpq
+	if s.bin != "" {
+		bin = s.bin
 	}
-	return start(e.dir, "otpq-worker", envv, e.cfg.Otpq, "worker", "--redis-url", e.url,
-		"--concurrency", strconv.Itoa(concurrency), "--log-level", "error", "--http-addr", ops)
+	if s.otlp != "" {
+		envv = append(envv, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.otlp, "OTEL_TRACES_SAMPLER=always_on", "OTEL_SERVICE_NAME=otpq-bench")
+	}
+	return start(e.dir, "otpq-worker", envv, bin, e.workerArgs(s, concurrency)...)
+}
+
+// workerArgs are the otpq worker's arguments as a user deploys it: its
+// defaults, the ops server off, warn logs.
+func (e *env) workerArgs(s side, concurrency int) []string {
+	args := []string{"worker", "--redis-url", cmp.Or(s.redisURL, e.url),
+		"--concurrency", strconv.Itoa(concurrency), "--log-level", "warn", "--http-addr", ""}
+	if s.shards > 1 {
+		args = append(args, "--shards", strconv.Itoa(s.shards))
+	}
+	return append(args, s.extra...)
 }
 
 type e2eResult struct {
@@ -246,16 +279,16 @@ func (e *env) cpuSnap(w *proc, pr *provider) cpuSnap {
 	return cpuSnap{cpuTime(w.cmd.Process.Pid), cpuTime(e.redis.Pid()), cpuTime(pr.proc.cmd.Process.Pid), machineBusy()}
 }
 
-// e2e preloads n bulk tasks, starts a worker and measures delivered/s,
+// e2e preloads n tasks into queue, starts a worker and measures delivered/s,
 // CPU and Redis work between 10% and 90% delivered (or 10s after 10%).
-func (e *env) e2e(ctx context.Context, pr *provider, s side, n, concurrency int) (e2eResult, error) {
+func (e *env) e2e(ctx context.Context, pr *provider, s side, queue string, n, concurrency int) (e2eResult, error) {
 	if err := e.flush(ctx); err != nil {
 		return e2eResult{}, err
 	}
 	if err := pr.reset(); err != nil {
 		return e2eResult{}, err
 	}
-	if err := e.preload(ctx, n, producer.QueueBulk); err != nil {
+	if err := e.preload(ctx, n, queue); err != nil {
 		return e2eResult{}, err
 	}
 	w, err := e.worker(s, pr.url, concurrency)
@@ -329,21 +362,33 @@ func (r e2eResult) cpuPerDelivery() (worker, redis time.Duration) {
 // e2eCase is one end-to-end comparison.
 type e2eCase struct {
 	name        string
+	queue       string
 	latency     time.Duration
 	concurrency int
 	tasks       int
 	sides       []side
+	profile     bool // profile the worker in process on this case's load
 }
 
 func (e *env) endToEnd(ctx context.Context) error {
-	e.logf("3/5 end-to-end delivered/s")
-	g := e.rep.group("3. End-to-end delivered/s (stub provider)", "delivered/s")
-	for _, c := range []e2eCase{
-		{name: "instant stub, concurrency 100", concurrency: 100, tasks: e.n(40000), sides: []side{otpqSide, base1Side, base2Side}},
-		{name: "50 ms stub, concurrency 1000", latency: 50 * time.Millisecond, concurrency: 1000, tasks: e.n(40000), sides: []side{otpqSide, base1Side}},
-	} {
-		if err := e.e2eCase(ctx, g, c); err != nil {
-			return err
+	for _, latency := range []time.Duration{0, 50 * time.Millisecond} {
+		for _, queue := range []string{producer.QueueCritical, producer.QueueBulk} {
+			stub := "instant stub"
+			if latency > 0 {
+				stub = fmtDur(latency) + " stub"
+			}
+			g := e.rep.group(fmt.Sprintf("3. End-to-end delivered/s, %s queue, %s", queue, stub), "delivered/s")
+			for _, conc := range []int{100, 1000} {
+				c := e2eCase{name: fmt.Sprintf("%s, %s queue, concurrency %d", stub, queue, conc), queue: queue, latency: latency,
+					concurrency: conc, tasks: e.n(20000), sides: []side{otpqSide, base1Side},
+					profile: queue == producer.QueueBulk && (latency == 0) == (conc == 100)}
+				if latency == 0 && conc == 100 && queue == producer.QueueBulk {
+					c.sides = append(c.sides, base2Side)
+				}
+				if err := e.e2eCase(ctx, g, c); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return e.flush(ctx)
@@ -363,14 +408,14 @@ func (e *env) e2eCase(ctx context.Context, g *group, c e2eCase) error {
 	for i := range rounds {
 		for j, s := range c.sides {
 			e.logf("  %s: %s (%d/%d)", c.name, s.name, i+1, rounds)
-			r, err := e.e2e(ctx, pr, s, c.tasks, c.concurrency)
+			r, err := e.e2e(ctx, pr, s, c.queue, c.tasks, c.concurrency)
 			if err != nil {
 				return err
 			}
 			runs[j] = append(runs[j], r)
 		}
 	}
-	res := e2eCaseResult{name: c.name, latency: c.latency}
+	res := e2eCaseResult{name: c.name, queue: c.queue, latency: c.latency, concurrency: c.concurrency}
 	o := median(runs[0])
 	for j, s := range c.sides[1:] {
 		b := median(runs[j+1])
@@ -379,18 +424,20 @@ func (e *env) e2eCase(ctx context.Context, g *group, c e2eCase) error {
 			pairs = append(pairs, ratio(runs[0][i].rate, runs[j+1][i].rate))
 		}
 		g.row(c.name+" vs "+strings.TrimPrefix(s.name, "hand-written asynq handler, "), fmtRate(o.rate), otpqSide.name, fmtRate(b.rate), s.name,
-			ratio(o.rate, b.rate), fmt.Sprintf("median of %d interleaved rounds (round ratios %s); cores used: otpq %s; baseline %s",
-				rounds, strings.Join(pairs, ", "), o.cores(), b.cores()))
+			ratio(o.rate, b.rate), fmt.Sprintf("median of %d interleaved pairs (pair ratios %s); %s; cores used: otpq %s; baseline %s",
+				rounds, strings.Join(pairs, ", "), perDelivery(o, b), o.cores(), b.cores()))
 		res.baselines = append(res.baselines, b)
 		res.baseNames = append(res.baseNames, s.name)
 	}
 	res.otpq = o
-	e.logf("  %s: otpq worker in process, CPU profile", c.name)
-	if res.profile, err = e.profileWorker(ctx, pr, c.tasks, c.concurrency); err != nil {
-		return err
+	if c.profile {
+		e.logf("  %s: otpq worker in process, CPU profile", c.name)
+		if res.profile, err = e.profileWorker(ctx, pr, c.tasks, c.concurrency); err != nil {
+			return err
+		}
 	}
 	e.rep.e2e = append(e.rep.e2e, res)
-	if c.concurrency == 1000 {
+	if c.concurrency == 1000 && c.latency > 0 && c.queue == producer.QueueBulk {
 		e.rep.group5().row(fmt.Sprintf("worker peak RSS, %s", c.name), fmtBytes(o.rss), "otpq worker", fmtBytes(res.baselines[0].rss),
 			res.baseNames[0], ratio(float64(res.baselines[0].rss), float64(o.rss)), "")
 	}
@@ -424,4 +471,15 @@ func (e *env) profileWorker(ctx context.Context, pr *provider, n, concurrency in
 		return "", err
 	}
 	return top, e.flush(ctx)
+}
+
+// perDelivery is the CPU (worker, redis-server) and Redis work (commands,
+// round trips) per delivery of the otpq run o and the baseline run b.
+func perDelivery(o, b e2eResult) string {
+	ow, or := o.cpuPerDelivery()
+	bw, br := b.cpuPerDelivery()
+	oc, ot := o.work.per(float64(o.delivered))
+	bc, bt := b.work.per(float64(b.delivered))
+	return fmt.Sprintf("per delivery: worker CPU %s vs %s (%s), redis-server CPU %s vs %s (%s), Redis commands %.1f vs %.1f, round trips %.2f vs %.2f",
+		fmtDur(ow), fmtDur(bw), ratio(float64(bw), float64(ow)), fmtDur(or), fmtDur(br), ratio(float64(br), float64(or)), oc, bc, ot, bt)
 }

@@ -62,7 +62,6 @@ func (e *env) measureEnqueue(ctx context.Context, n, workers int, one func(i int
 }
 
 func (e *env) enqueue(ctx context.Context) error {
-	e.logf("1/5 enqueue rate")
 	g := e.rep.group("1. Enqueue rate", "rows/s")
 	client := asynq.NewClientFromRedisClient(e.rdb)
 	payload, _ := task.Encode(task.Payload{To: dest(0), Code: "123456", Template: task.Template{ID: "bench"},

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/otpq/otpq/internal/shard"
 )
 
 // Exit codes of Main.
@@ -84,21 +86,39 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := newFlags("otpq-bench", stderr, `usage: otpq-bench [--otpq bin/otpq] [--out BENCHMARKS.md] [--scale F]
+	fs := newFlags("otpq-bench", stderr, `usage: otpq-bench [--otpq bin/otpq] [--otpq-notrace bin/otpq-notrace] [--out BENCHMARKS.md] [--scale F] [--only GROUPS] [--shards N]
 
 Load benchmark of otpq against a hand-written asynq baseline, written as
 Markdown (make bench writes BENCHMARKS.md). Starts its own redis-server on a
 free port (never touching another Redis), a stub provider, the otpq and
 baseline workers in their own processes, and measures enqueue rate,
 end-to-end delivered/s, Redis commands and round trips per delivery, idle
-cost and latency, and critical latency during a bulk drain.`)
+cost and latency (at 1 shard and at --shards), critical latency during a
+bulk drain, each master's share of a drain on a 3-master Redis Cluster of
+its own, the idle cost of 1 to 8 worker processes, a capacity model
+computed from the run, and the cost of tracing (off, and on at 100%)
+against an otpq built without it (--otpq-notrace). --only runs some groups
+(a partial report), e.g. --only tracing.`)
 	otpq := fs.String("otpq", "", "the otpq executable under test (default: otpq beside this executable)")
 	out := fs.String("out", "", "write the Markdown report to this file (default: standard output)")
 	scale := fs.Float64("scale", 1, "multiply every workload size (0.05 for a quick smoke run)")
 	goBench := fs.String("go-bench", "", "file holding `go test -bench` output to include in the report")
 	redisServer := fs.String("redis-server", "redis-server", "redis-server executable")
+	notrace := fs.String("otpq-notrace", "", "otpq built with -tags otpq_notrace, for the tracing group (default: the --otpq path + \"-notrace\" when it exists; else that group is skipped)")
+	only := fs.String("only", "", "run only these groups, comma-separated: "+strings.Join(Groups, ", ")+" (default all)")
+	shards := fs.Int("shards", DefaultShards, "shard count of the sharded cases (idle at N shards, the cluster drain, the idle fleet)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var groups []string
+	if *only != "" {
+		groups = strings.Split(*only, ",")
+		if _, err := selected(groups); err != nil {
+			return usageError("--only: " + err.Error())
+		}
+	}
+	if *shards < 2 || *shards > shard.MaxShards {
+		return usageError(fmt.Sprintf("--shards: must be from 2 to %d, got %d", shard.MaxShards, *shards))
 	}
 	if *scale <= 0 {
 		return usageError(fmt.Sprintf("--scale: must be positive, got %v", *scale))
@@ -113,7 +133,15 @@ cost and latency, and critical latency during a bulk drain.`)
 	if st, err := os.Stat(*otpq); err != nil || st.IsDir() {
 		return usageError(fmt.Sprintf("--otpq: %s is not an executable (go build -o bin/otpq ./cmd/otpq)", *otpq))
 	}
+	if *notrace == "" {
+		if st, err := os.Stat(*otpq + "-notrace"); err == nil && !st.IsDir() {
+			*notrace = *otpq + "-notrace"
+		}
+	} else if st, err := os.Stat(*notrace); err != nil || st.IsDir() {
+		return usageError(fmt.Sprintf("--otpq-notrace: %s is not an executable (go build -tags otpq_notrace -o bin/otpq-notrace ./cmd/otpq)", *notrace))
+	}
 	cfg := Config{Otpq: *otpq, Self: self, RedisServer: *redisServer, Scale: *scale, Log: stderr,
+		Only: groups, Shards: *shards, OtpqNoTrace: *notrace,
 		Command: "otpq-bench " + strings.Join(args, " ")}
 	if c := getenv("OTPQ_BENCH_COMMAND"); c != "" {
 		cfg.Command = c

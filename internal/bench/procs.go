@@ -25,6 +25,9 @@ type proc struct {
 }
 
 // start runs bin with args and extra environment, logging to dir/name.log.
+// The OTEL_* variables of the benchmark's own environment are not passed
+// on: a worker is traced only when env says so (the tracing case), never
+// because the shell running make bench exports an OTLP endpoint.
 func start(dir, name string, env []string, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	lf, err := os.Create(logPath)
@@ -32,7 +35,7 @@ func start(dir, name string, env []string, bin string, args ...string) (*proc, e
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(withoutOTel(os.Environ()), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -116,4 +119,15 @@ func waitHTTP(ctx context.Context, get func() error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// withoutOTel is environ without its OTEL_* variables.
+func withoutOTel(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "OTEL_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -147,13 +147,15 @@ func RunTapProvider(ctx context.Context, addr string, latency time.Duration) err
 	return serve(ctx, addr, h)
 }
 
-// serve serves h on addr until ctx ends.
+// serve serves h on addr until ctx ends, with httpserve's timeouts and
+// connection bounds wide enough for the benchmark's 1000-connection
+// workers, all on this host.
 func serve(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	return httpserve.Serve(ctx, ln, h)
+	return httpserve.Config{MaxConns: 8192, MaxConnsPerClient: 8192}.Serve(ctx, ln, h)
 }
 
 // Paths the stub shares with the fake EngageLab, so the benchmark reads

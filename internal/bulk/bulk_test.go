@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/otpq/otpq/producer"
 )
@@ -29,6 +30,14 @@ func TestDeriveKeyIgnoresTheCode(t *testing.T) {
 	d := a
 	d.Params = map[string]string{"a": "1=b", "": "2"}
 	require.NotEqual(t, DeriveKey(a), DeriveKey(d), "param boundaries are unambiguous")
+	// The same code in another language is another message. Fails with the
+	// language left out of the key: checked.
+	e := a
+	e.Language = "en"
+	require.NotEqual(t, DeriveKey(a), DeriveKey(e), "the language is part of the send")
+	e2 := e
+	e2.Language = "ja"
+	require.NotEqual(t, DeriveKey(e), DeriveKey(e2))
 	require.Regexp(t, `^bulk:[0-9a-f]{40}$`, DeriveKey(a))
 }
 
@@ -105,6 +114,23 @@ func TestRunPacesToRate(t *testing.T) {
 	require.GreaterOrEqual(t, sum.Elapsed, 350*time.Millisecond)
 }
 
+// The pace is the asked rate exactly (TestRunPacesToRate's timing gives
+// only a lower bound): the limiter allows Rate rows per second, with a
+// burst and chunks of a tenth of a second's rows. Fails with the bulk
+// paced at half the asked rate: checked.
+func TestPaceIsTheAskedRate(t *testing.T) {
+	for _, c := range []struct {
+		rate        float64
+		burst, size int
+	}{{200, 20, 20}, {5, 1, 1}, {1e6, 100000, ChunkSize}} {
+		b := (&run{cfg: Config{Rate: c.rate}}).newBatcher(nil)
+		require.Equal(t, rate.Limit(c.rate), b.limiter.Limit(), "rate %g", c.rate)
+		require.Equal(t, c.burst, b.limiter.Burst(), "rate %g", c.rate)
+		require.Equal(t, c.size, b.size, "rate %g", c.rate)
+	}
+	require.Nil(t, (&run{}).newBatcher(nil).limiter, "rate 0: no limit")
+}
+
 func TestProgressLinesShowCountsNotRows(t *testing.T) {
 	content := rows(3000)
 	r, err := NewReader(strings.NewReader(content), "x.csv", FormatAuto, "")
@@ -144,4 +170,14 @@ func BenchmarkReader(b *testing.B) {
 			}
 		}
 	}
+}
+
+// TestSummaryPlurals: "1 row", "1 duplicate", not "1 rows".
+func TestSummaryPlurals(t *testing.T) {
+	s := Summary{Rows: 1, Accepted: 0, Duplicates: 1, Elapsed: time.Second}.String()
+	require.True(t, strings.HasPrefix(s, "1 row: 0 accepted, 1 duplicate (already queued), "), s)
+	s = Summary{Rows: 2, Duplicates: 0, Elapsed: time.Second}.String()
+	require.True(t, strings.HasPrefix(s, "2 rows: 0 accepted, 0 duplicates (already queued), "), s)
+	require.Equal(t, "1 row", Count(1, "row"))
+	require.Equal(t, "0 rows", Count(0, "row"))
 }

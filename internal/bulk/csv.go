@@ -47,137 +47,199 @@ const (
 	skipLine          // after a malformed field: skipping to the end of the line
 )
 
+// csvRecord is the scanning state of the record being read.
+type csvRecord struct {
+	state     int
+	start     int    // line of the record's first byte; 0 before it
+	quoteLine int    // line of the open quote
+	size      int    // bytes of the record, including what was not kept
+	tooLong   bool   // over MaxLineBytes: scanned to its end, not kept
+	bad       string // why the record is malformed (state skipLine)
+	badLine   int    // where it went wrong
+}
+
+// malformed starts skipping the rest of the record's line: why, on line.
+func (rec *csvRecord) malformed(why string, line int) {
+	rec.bad, rec.badLine, rec.state = why, line, skipLine
+}
+
 // read returns the next record's fields (valid until the next call) and
 // the line it starts on. It returns a *csvRecordError for a malformed or
-// too long record, an error wrapping errUnclosedQuote when the input ends inside a quoted field, and io.EOF after the last
-// record.
+// too long record, an error wrapping errUnclosedQuote when the input ends
+// inside a quoted field, and io.EOF after the last record.
 func (s *csvScanner) read() ([]string, int, error) {
 	s.buf, s.ends = s.buf[:0], s.ends[:0]
-	state := fieldStart
-	start, quoteLine := 0, 0 // line of the record's first byte; line of the open quote
-	size := 0                // bytes of the record, including what was not kept
-	tooLong := false
-	var bad string
-	badLine := 0
+	rec := csvRecord{state: fieldStart}
 	for {
-		chunk, err := s.br.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) && !errors.Is(err, io.EOF) {
-			return nil, 0, fmt.Errorf("read: %w", err)
+		chunk, eof, err := s.nextChunk()
+		if err != nil {
+			return nil, 0, err
 		}
-		eof := errors.Is(err, io.EOF)
-		// \r\n ends a line like \n, as in encoding/csv.
-		if n := len(chunk); n >= 2 && chunk[n-2] == '\r' && chunk[n-1] == '\n' {
-			chunk = append(chunk[:n-2], '\n')
-		}
-		if start == 0 && len(chunk) > 0 {
-			if chunk[0] == '\n' && state == fieldStart && len(s.ends) == 0 {
+		if rec.start == 0 && len(chunk) > 0 {
+			if chunk[0] == '\n' && rec.state == fieldStart && len(s.ends) == 0 {
 				s.line++ // an empty line: skipped
 				if eof {
 					return nil, 0, io.EOF
 				}
 				continue
 			}
-			start = s.line + 1
+			rec.start = s.line + 1
 		}
-		for i := 0; i < len(chunk); {
-			// Runs of ordinary bytes are copied (or skipped) at once.
-			if stops := runStops[state]; stops != "" {
-				j := bytes.IndexAny(chunk[i:], stops)
-				if j < 0 {
-					j = len(chunk) - i
-				}
-				if j > 0 {
-					if state != skipLine {
-						s.keep(chunk[i:i+j], &size, &tooLong)
-					}
-					i += j
-					continue
-				}
-			}
-			c := chunk[i]
-			i++
-			if size++; size > MaxLineBytes && !tooLong {
-				tooLong, s.buf = true, s.buf[:0]
-			}
-			if c == '\n' {
-				s.line++
-			}
-			switch state {
-			case skipLine:
-				if c == '\n' {
-					return nil, start, s.badRecord(start, badLine, bad)
-				}
-				continue
-			case quoted:
-				if c == '"' {
-					state = quoteSeen
-					continue
-				}
-			case quoteSeen, fieldStart, unquoted:
-				// A comma or newline outside quotes ends a field or the record.
-				if c == ',' || c == '\n' {
-					s.endField(tooLong)
-					switch {
-					case c == ',':
-						state = fieldStart
-						continue
-					case tooLong:
-						return nil, start, s.tooLong(start)
-					}
-					return s.record(), start, nil
-				}
-				switch {
-				case state == quoteSeen && c == '"': // "" is a quote
-					state = quoted
-				case state == quoteSeen:
-					bad, badLine, state = fmt.Sprintf(`extraneous or missing " in the quoted field opened on line %d`, quoteLine), s.line+1, skipLine
-					continue
-				case c == '"' && state == fieldStart:
-					state, quoteLine = quoted, s.line+1
-					continue
-				case c == '"':
-					bad, badLine, state = `bare " in a non-quoted field`, s.line+1, skipLine
-					continue
-				default:
-					state = unquoted
-				}
-			}
-			if !tooLong {
-				s.buf = append(s.buf, c)
-			}
+		if fields, done, err := s.scan(&rec, chunk); done {
+			return fields, rec.start, err
 		}
-		if !eof {
+		if eof {
+			return s.atEOF(&rec)
+		}
+	}
+}
+
+// nextChunk reads up to the next newline, or a buffer's worth, with \r\n
+// read as \n (as in encoding/csv); eof: the input ends after it.
+func (s *csvScanner) nextChunk() (chunk []byte, eof bool, err error) {
+	chunk, err = s.br.ReadSlice('\n')
+	if err != nil && !errors.Is(err, bufio.ErrBufferFull) && !errors.Is(err, io.EOF) {
+		return nil, false, fmt.Errorf("read: %w", err)
+	}
+	if n := len(chunk); n >= 2 && chunk[n-2] == '\r' && chunk[n-1] == '\n' {
+		chunk = append(chunk[:n-2], '\n')
+	}
+	return chunk, errors.Is(err, io.EOF), nil
+}
+
+// scan feeds chunk to rec; done: the record ended in it, with its fields
+// or its error.
+func (s *csvScanner) scan(rec *csvRecord, chunk []byte) (fields []string, done bool, err error) {
+	for i := 0; i < len(chunk); {
+		// Runs of ordinary bytes are copied (or skipped) at once.
+		if j := s.run(rec, chunk[i:]); j > 0 {
+			i += j
 			continue
 		}
-		// The input ends without a final newline.
-		switch state {
-		case quoted:
-			return nil, start, fmt.Errorf("line %d: %w: the quote opened there runs to the end of the input, so no row after it was read",
-				quoteLine, errUnclosedQuote)
-		case skipLine:
-			return nil, start, s.badRecord(start, badLine, bad)
+		c := chunk[i]
+		i++
+		if fields, done, err := s.step(rec, c); done {
+			return fields, true, err
 		}
-		if start == 0 {
-			return nil, 0, io.EOF
-		}
-		s.line++ // the last line, unterminated
-		s.endField(tooLong)
-		if tooLong {
-			return nil, start, s.tooLong(start)
-		}
-		return s.record(), start, nil
 	}
+	return nil, false, nil
+}
+
+// run takes the run of ordinary bytes at the start of b (kept, or skipped
+// after a malformed field) and returns its length.
+func (s *csvScanner) run(rec *csvRecord, b []byte) int {
+	stops := runStops[rec.state]
+	if stops == "" {
+		return 0
+	}
+	j := bytes.IndexAny(b, stops)
+	if j < 0 {
+		j = len(b)
+	}
+	if j > 0 && rec.state != skipLine {
+		s.keep(rec, b[:j])
+	}
+	return j
+}
+
+// step feeds one byte to rec; done: the record ended with it.
+func (s *csvScanner) step(rec *csvRecord, c byte) (fields []string, done bool, err error) {
+	if rec.size++; rec.size > MaxLineBytes && !rec.tooLong {
+		rec.tooLong, s.buf = true, s.buf[:0]
+	}
+	if c == '\n' {
+		s.line++
+	}
+	switch rec.state {
+	case skipLine:
+		if c == '\n' {
+			return nil, true, s.badRecord(rec.start, rec.badLine, rec.bad)
+		}
+		return nil, false, nil
+	case quoted:
+		if c == '"' {
+			rec.state = quoteSeen
+			return nil, false, nil
+		}
+	case quoteSeen, fieldStart, unquoted:
+		// A comma or newline outside quotes ends a field or the record.
+		if c == ',' || c == '\n' {
+			return s.endOfField(rec, c)
+		}
+		if !s.fieldByte(rec, c) {
+			return nil, false, nil
+		}
+	}
+	if !rec.tooLong {
+		s.buf = append(s.buf, c)
+	}
+	return nil, false, nil
+}
+
+// endOfField ends a field at c, a comma or a newline outside quotes; done:
+// the newline ended the record.
+func (s *csvScanner) endOfField(rec *csvRecord, c byte) (fields []string, done bool, err error) {
+	s.endField(rec.tooLong)
+	switch {
+	case c == ',':
+		rec.state = fieldStart
+		return nil, false, nil
+	case rec.tooLong:
+		return nil, true, s.tooLong(rec.start)
+	}
+	return s.record(), true, nil
+}
+
+// fieldByte moves rec on at c (neither a comma nor a newline) outside a
+// quoted field's content, and reports whether c belongs to the field.
+func (s *csvScanner) fieldByte(rec *csvRecord, c byte) bool {
+	switch {
+	case rec.state == quoteSeen && c == '"': // "" is a quote
+		rec.state = quoted
+		return true
+	case rec.state == quoteSeen:
+		rec.malformed(fmt.Sprintf(`extraneous or missing " in the quoted field opened on line %d`, rec.quoteLine), s.line+1)
+		return false
+	case c == '"' && rec.state == fieldStart:
+		rec.state, rec.quoteLine = quoted, s.line+1
+		return false
+	case c == '"':
+		rec.malformed(`bare " in a non-quoted field`, s.line+1)
+		return false
+	}
+	rec.state = unquoted
+	return true
+}
+
+// atEOF ends rec where the input ends without a final newline.
+func (s *csvScanner) atEOF(rec *csvRecord) ([]string, int, error) {
+	switch rec.state {
+	case quoted:
+		return nil, rec.start, fmt.Errorf("line %d: %w: the quote opened there runs to the end of the input, so no row after it was read",
+			rec.quoteLine, errUnclosedQuote)
+	case skipLine:
+		return nil, rec.start, s.badRecord(rec.start, rec.badLine, rec.bad)
+	}
+	if rec.start == 0 {
+		return nil, 0, io.EOF
+	}
+	s.line++ // the last line, unterminated
+	s.endField(rec.tooLong)
+	if rec.tooLong {
+		return nil, rec.start, s.tooLong(rec.start)
+	}
+	return s.record(), rec.start, nil
 }
 
 // runStops are, per state, the bytes that end a run of ordinary bytes.
 var runStops = [...]string{unquoted: ",\n\"", quoted: "\"\n", skipLine: "\n"}
 
 // keep adds a run of field bytes to the record, up to the cap.
-func (s *csvScanner) keep(run []byte, size *int, tooLong *bool) {
-	if *size += len(run); *size > MaxLineBytes && !*tooLong {
-		*tooLong, s.buf = true, s.buf[:0]
+func (s *csvScanner) keep(rec *csvRecord, run []byte) {
+	if rec.size += len(run); rec.size > MaxLineBytes && !rec.tooLong {
+		rec.tooLong, s.buf = true, s.buf[:0]
 	}
-	if !*tooLong {
+	if !rec.tooLong {
 		s.buf = append(s.buf, run...)
 	}
 }

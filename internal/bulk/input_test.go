@@ -94,10 +94,10 @@ func TestCSVInvalidUTF8(t *testing.T) {
 }
 
 // Bulk deduplication derives a row's key from the canonical destination:
-// case variants of one address are one send.
+// case variants and aliases of one address are one send.
 func TestDeriveKeyCanonicalDestination(t *testing.T) {
 	a := producer.Request{To: "victim@example.com", TemplateID: "login"}
-	for _, to := range []string{"VICTIM@example.com", "victim@EXAMPLE.com", "Victim@Example.COM"} {
+	for _, to := range []string{"VICTIM@example.com", "victim@EXAMPLE.com", "Victim@Example.COM", "victim+1@example.com"} {
 		b := a
 		b.To = to
 		require.Equal(t, DeriveKey(a), DeriveKey(b), to)

@@ -163,44 +163,59 @@ func stringFlaws(data []byte) []string {
 		if data[i] != '"' {
 			continue
 		}
-		flaw := ""
-		i++
-		for i < len(data) && data[i] != '"' {
-			switch c := data[i]; {
-			case c == '\\':
-				if i+1 < len(data) && data[i+1] == 'u' {
-					r, ok := hex4(data[i+2:])
-					switch {
-					case !ok:
-					case r >= 0xD800 && r < 0xDC00:
-						lo, ok := rune(0), false
-						if i+7 < len(data) && data[i+6] == '\\' && data[i+7] == 'u' {
-							lo, ok = hex4(data[i+8:])
-						}
-						if !ok || lo < 0xDC00 || lo > 0xDFFF {
-							flaw = loneSurrogate(data[i+2 : i+6])
-						} else {
-							i += 6
-						}
-					case r >= 0xDC00 && r <= 0xDFFF:
-						flaw = loneSurrogate(data[i+2 : i+6])
-					}
-				}
-				i += 2
-				continue
-			case c >= utf8.RuneSelf:
-				r, size := utf8.DecodeRune(data[i:])
-				if r == utf8.RuneError && size == 1 {
-					flaw = "not valid UTF-8"
-				}
-				i += size
-				continue
-			}
-			i++
-		}
+		var flaw string
+		i, flaw = stringFlaw(data, i+1)
 		flaws = append(flaws, flaw)
 	}
 	return flaws
+}
+
+// stringFlaw scans the string literal whose content starts at data[i]; it
+// returns where the literal ends (its closing quote, or past the end of
+// data) and what is wrong with it ("" or the last flaw found).
+func stringFlaw(data []byte, i int) (end int, flaw string) {
+	for i < len(data) && data[i] != '"' {
+		n, f := 1, ""
+		switch c := data[i]; {
+		case c == '\\':
+			n, f = escapeFlaw(data, i)
+		case c >= utf8.RuneSelf:
+			var r rune
+			r, n = utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && n == 1 {
+				f = "not valid UTF-8"
+			}
+		}
+		if f != "" {
+			flaw = f
+		}
+		i += n
+	}
+	return i, flaw
+}
+
+// escapeFlaw reads the escape at data[i] (a backslash): its length, and
+// its flaw when it is a \uD800–\uDFFF escape that is not half of a
+// surrogate pair. Any other escape counts 2 bytes; the decoder checks it.
+func escapeFlaw(data []byte, i int) (n int, flaw string) {
+	if i+1 >= len(data) || data[i+1] != 'u' {
+		return 2, ""
+	}
+	r, ok := hex4(data[i+2:])
+	switch {
+	case !ok:
+		return 2, ""
+	case r >= 0xD800 && r < 0xDC00:
+		if i+7 < len(data) && data[i+6] == '\\' && data[i+7] == 'u' {
+			if lo, ok := hex4(data[i+8:]); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+				return 8, "" // a surrogate pair
+			}
+		}
+		return 2, loneSurrogate(data[i+2 : i+6])
+	case r >= 0xDC00 && r <= 0xDFFF:
+		return 2, loneSurrogate(data[i+2 : i+6])
+	}
+	return 2, ""
 }
 
 func loneSurrogate(hex []byte) string {

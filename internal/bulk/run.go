@@ -89,12 +89,20 @@ func (s Summary) String() string {
 	if s.DryRun {
 		verb = "valid (dry run, nothing enqueued)"
 	}
-	out := fmt.Sprintf("%d rows: %d %s, %d duplicates (already queued), %d rejected, %d failed in %s (%.0f rows/s)",
-		s.Rows, s.Accepted, verb, s.Duplicates, s.Rejected, s.Failed, s.Elapsed.Round(time.Millisecond), s.Rate())
+	out := fmt.Sprintf("%s: %d %s, %s (already queued), %d rejected, %d failed in %s (%.0f rows/s)",
+		Count(s.Rows, "row"), s.Accepted, verb, Count(s.Duplicates, "duplicate"), s.Rejected, s.Failed, s.Elapsed.Round(time.Millisecond), s.Rate())
 	if s.Interrupted {
 		out += "; interrupted: run the same file again to send the rest (queued rows count as duplicates)"
 	}
 	return out
+}
+
+// Count is n with noun, plural unless n is 1: "1 row", "2 rows", "0 rows".
+func Count(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 type chunk struct {

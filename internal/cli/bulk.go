@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/term"
 
 	"github.com/otpq/otpq/internal/bulk"
@@ -45,8 +47,12 @@ bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for st
 	idPrefix := f.String("id-prefix", "", "prefix of every row's deduplication key, to tell campaigns with the same rows apart")
 	every := f.Duration("progress-interval", 10*time.Second, "period of progress lines when standard error is not a terminal (0 = none)")
 	guard := newGuardFlags(f)
+	shards := shardsFlag(f)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkRedisURL(cmd, *redisURL); err != nil {
+			return err
+		}
+		if err := checkShards(*shards); err != nil {
 			return err
 		}
 		if *ratePer < 0 {
@@ -73,7 +79,7 @@ bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for st
 			path: args[0], format: f, redisURL: *redisURL, dryRun: *dryRun, rejects: *rejects,
 			idPrefix: *idPrefix, rate: *ratePer, every: *every, destLimit: *guard.limit, destWindow: *guard.window,
 			opts:      []producer.Option{producer.Queue(*queue), producer.ExpiresIn(*expires)},
-			retention: *retention,
+			retention: *retention, shards: *shards,
 		})
 	}
 	return cmd
@@ -81,6 +87,7 @@ bad CSV header, a CSV quote never closed).`, exactArgs(1, "one FILE (or - for st
 
 type bulkRun struct {
 	path, redisURL, rejects, idPrefix string
+	shards                            int
 	format                            bulk.Format
 	destLimit                         int
 	destWindow                        time.Duration
@@ -137,7 +144,16 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 		if err != nil {
 			return err
 		}
-		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention, DestinationLimit: b.destLimit, DestinationWindow: b.destWindow})
+		tp, err := m.tracerProvider("bulk")
+		if err != nil {
+			return err
+		}
+		pcfg := producer.Config{Redis: ropt, PayloadKeys: keys, Retention: b.retention, DestinationLimit: b.destLimit, DestinationWindow: b.destWindow, Shards: b.shards}
+		if tp != nil {
+			pcfg.TracerProvider = tp
+			defer flushTracing(tp, slog.New(slog.NewTextHandler(m.Stderr, nil)))
+		}
+		p, err := producer.New(pcfg)
 		if err != nil {
 			return usagef("%v", err)
 		}
@@ -145,7 +161,13 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 		if err := reach(ctx, p, ropt); err != nil {
 			return err
 		}
+		if err := p.CheckShards(ctx); err != nil {
+			return err
+		}
 		cfg.Sender = p
+		var span trace.Span
+		ctx, span = rootSpan(ctx, tp, "otpq bulk")
+		defer span.End()
 	}
 	sum, err := bulk.Run(ctx, cfg)
 	fmt.Fprintln(m.Stdout, sum.String())
@@ -159,7 +181,7 @@ func (m *Main) runBulk(ctx context.Context, b bulkRun) error {
 	case sum.Interrupted:
 		return &exitError{code: ExitFailure, msg: "interrupted; run the same file again to send the rest"}
 	case sum.Rejected > 0:
-		return &exitError{code: ExitRejected, msg: fmt.Sprintf("%d rows rejected (see the reasons above%s)", sum.Rejected, map[bool]string{true: " in " + b.rejects, false: ""}[b.rejects != ""])}
+		return &exitError{code: ExitRejected, msg: fmt.Sprintf("%s rejected (see the reasons above%s)", bulk.Count(sum.Rejected, "row"), map[bool]string{true: " in " + b.rejects, false: ""}[b.rejects != ""])}
 	}
 	return nil
 }

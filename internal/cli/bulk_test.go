@@ -65,11 +65,7 @@ func (f bulkFixture) file(t *testing.T, name, content string) string {
 
 func (f bulkFixture) pending(t *testing.T, queue string) int {
 	t.Helper()
-	q, err := f.ins.GetQueueInfo(queue)
-	if err != nil {
-		return 0
-	}
-	return q.Pending
+	return pendingIn(t, f.ins, queue)
 }
 
 // csvRows is a header and n valid rows with distinct destinations.
@@ -111,7 +107,7 @@ func TestBulkRerunEnqueuesNothingTwice(t *testing.T) {
 	path := f.file(t, "sends.csv", "to,code,template\n+8618700000001,"+bulkCanary+",login\n+8618700000002,"+bulkCanary+",login\n+8618700000001,"+bulkCanary+",login\n")
 	r := f.run(t, context.Background(), nil, path)
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Contains(t, r.stdout, "3 rows: 2 accepted, 1 duplicates")
+	require.Contains(t, r.stdout, "3 rows: 2 accepted, 1 duplicate (already queued)")
 	r = f.run(t, context.Background(), nil, path)
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "3 rows: 0 accepted, 3 duplicates")
@@ -120,7 +116,7 @@ func TestBulkRerunEnqueuesNothingTwice(t *testing.T) {
 	// With --id-prefix the same rows are another campaign.
 	r = f.run(t, context.Background(), nil, "--id-prefix", "campaign2:", path)
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Contains(t, r.stdout, "3 rows: 2 accepted, 1 duplicates")
+	require.Contains(t, r.stdout, "3 rows: 2 accepted, 1 duplicate (already queued)")
 	require.Equal(t, 4, f.pending(t, "bulk"))
 }
 

@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,12 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/fakeengagelab"
+	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redact"
 	"github.com/otpq/otpq/internal/redisserver"
+	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -35,7 +40,11 @@ func TestCallbackConfigurationErrors(t *testing.T) {
 		}
 		return env
 	}
-	code, _, stderr := runOps(t, base, "worker", "--redis-url", "redis://127.0.0.1:1/0", "--callback-addr", "0.0.0.0:0")
+	code, _, stderr := runOps(t, base, "worker", "--redis-url", "redis://127.0.0.1:1/0", "--callback-addr", "127.0.0.1:0")
+	require.Equal(t, ExitUsage, code, "no credentials and no --callback-unverified")
+	require.Contains(t, stderr, "--callback-unverified")
+	require.Contains(t, stderr, "OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET")
+	code, _, stderr = runOps(t, base, "worker", "--redis-url", "redis://127.0.0.1:1/0", "--callback-addr", "0.0.0.0:0", "--callback-unverified")
 	require.Equal(t, ExitUsage, code)
 	require.Contains(t, stderr, "refusing to receive callbacks unverified")
 	require.Contains(t, stderr, "OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET")
@@ -56,6 +65,167 @@ func TestCallbackConfigurationErrors(t *testing.T) {
 	require.Contains(t, stderr, "--callback-url")
 	code, _, _ = runOps(t, nil, "fake-engagelab", "--callback", "+1=bogus")
 	require.Equal(t, ExitUsage, code)
+}
+
+// Issue 16, row 11: the weaker callback modes are explicit. The
+// Authorization header alone, or no credentials at all, need their flag
+// (exit 2 without it, naming it and the preferred signature); empty
+// credential files are refused, naming the variable.
+func TestCallbackWeakModesNeedOptIn(t *testing.T) {
+	base := map[string]string{"ENGAGELAB_DEV_KEY": "k", "ENGAGELAB_DEV_SECRET": "s"}
+	with := func(kv ...string) map[string]string {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	// A worker that starts instead of refusing is stopped after 10 s (and
+	// fails the exit-code check) rather than hanging the test.
+	worker := func(env map[string]string, args ...string) (int, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var errOut logsink.Buffer
+		m := Main{Stdout: io.Discard, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}
+		code := m.Run(ctx, append([]string{"worker", "--redis-url", "redis://127.0.0.1:1/0"}, args...))
+		return code, errOut.String()
+	}
+	code, stderr := worker(with("OTPQ_CALLBACK_AUTHORIZATION", "Bearer s3cret"))
+	require.Equal(t, ExitUsage, code, "Authorization only, no opt-in")
+	require.Contains(t, stderr, "--callback-authorization-only")
+	require.Contains(t, stderr, "set OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET")
+	require.NotContains(t, stderr, "s3cret")
+	code, stderr = worker(with("OTPQ_CALLBACK_USER", "u", "OTPQ_CALLBACK_SECRET", "s"), "--callback-unverified")
+	require.Equal(t, ExitUsage, code, "a flag that contradicts the credentials")
+	require.Contains(t, stderr, "drop the flag")
+	code, stderr = worker(base, "--callback-authorization-only")
+	require.Equal(t, ExitUsage, code)
+	require.Contains(t, stderr, "--callback-authorization-only needs OTPQ_CALLBACK_AUTHORIZATION")
+
+	dir := t.TempDir()
+	empty, newline := filepath.Join(dir, "empty"), filepath.Join(dir, "newline")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	require.NoError(t, os.WriteFile(newline, []byte("\n"), 0o600))
+	for _, env := range []map[string]string{
+		with("OTPQ_CALLBACK_USER", "u", "OTPQ_CALLBACK_SECRET_FILE", empty),
+		with("OTPQ_CALLBACK_USER_FILE", newline, "OTPQ_CALLBACK_SECRET", "s"),
+		with("OTPQ_CALLBACK_AUTHORIZATION_FILE", empty),
+	} {
+		code, stderr := worker(env)
+		require.Equal(t, ExitUsage, code, "%v", env)
+		var name string
+		for k := range env {
+			if strings.HasSuffix(k, "_FILE") {
+				name = k
+			}
+		}
+		require.Contains(t, stderr, name+": the file ")
+		require.Contains(t, stderr, "is empty")
+	}
+}
+
+// Row 11, at run time: a worker without credentials does not serve the
+// callback route on its loopback ops address unless --callback-unverified
+// asks for it (and then warns); Authorization-only mode, opted in, serves
+// it and warns.
+func TestCallbackModesAtStart(t *testing.T) {
+	post := func(addr string, hdr map[string]string) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+receipts.Path, strings.NewReader("{}"))
+		require.NoError(t, err)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	start := func(t *testing.T, env map[string]string, args ...string) (string, *logsink.Buffer) {
+		b := setup(t)
+		b.env["ENGAGELAB_DEV_KEY"], b.env["ENGAGELAB_DEV_SECRET"], b.env["ENGAGELAB_BASE_URL"] = "k", "s", "http://127.0.0.1:1"
+		for k, v := range env {
+			b.env[k] = v
+		}
+		addr := freeAddr(t)
+		log, stop := b.startWorker(t, append([]string{"--log-format", "json", "--http-addr", addr}, args...)...)
+		t.Cleanup(stop)
+		require.Eventually(t, func() bool {
+			resp, err := http.Get("http://" + addr + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		}, 10*time.Second, 20*time.Millisecond)
+		return addr, log
+	}
+	t.Run("no credentials", func(t *testing.T) {
+		addr, log := start(t, nil)
+		require.Equal(t, http.StatusNotFound, post(addr, nil), "an unverified receiver needs --callback-unverified")
+		require.Contains(t, log.String(), "EngageLab callbacks not served")
+		metrics := httpBody(t, "http://"+addr+"/metrics")
+		require.NotContains(t, metrics, "otpq_callback_requests_total", "no route, no callback series (the receipts-missing alert reads them as served)")
+	})
+	t.Run("unverified", func(t *testing.T) {
+		addr, log := start(t, nil, "--callback-unverified")
+		require.Equal(t, http.StatusOK, post(addr, nil))
+		require.Contains(t, log.String(), `"level":"WARN","msg":"EngageLab callbacks are served unverified (--callback-unverified)`)
+	})
+	t.Run("authorization only", func(t *testing.T) {
+		addr, log := start(t, map[string]string{"OTPQ_CALLBACK_AUTHORIZATION": "Bearer s3cret", "OTPQ_CALLBACK_AUTHORIZATION_ONLY": "true"})
+		require.Equal(t, http.StatusUnauthorized, post(addr, nil))
+		require.Equal(t, http.StatusOK, post(addr, map[string]string{"Authorization": "Bearer s3cret"}))
+		require.Contains(t, log.String(), `"level":"WARN","msg":"EngageLab callbacks are checked by their Authorization header only`)
+		require.NotContains(t, log.String(), "s3cret")
+	})
+}
+
+// Row 11: otpq dev's receiver never accepts a callback signed with a
+// secret written in the source, whatever address it serves: each run
+// draws its own.
+func TestDevCallbackSecretDrawnPerRun(t *testing.T) {
+	db := redistest.New(t)
+	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+	log := slog.New(slog.DiscardHandler)
+	var secrets []string
+	for run := range 2 {
+		d, stop, err := m.startDevCallbacks("", "127.0.0.1:0", db.URL(), prometheus.NewRegistry(), log, nil)
+		require.NoError(t, err)
+		t.Cleanup(stop)
+		require.Len(t, d.creds.Secret, 64)
+		secrets = append(secrets, d.creds.Secret)
+		for _, secret := range []string{"dev-callback-secret", "dev-secret", "dev", ""} {
+			id := receipts.NewCallbackID(secret, devCallbackUser, fmt.Sprintf("n%d-%s", run, secret), time.Now())
+			req, err := http.NewRequest(http.MethodPost, d.url(""), strings.NewReader("{}"))
+			require.NoError(t, err)
+			req.Header.Set(receipts.HeaderCallbackID, id.String())
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "signed with %q", secret)
+		}
+		id := receipts.NewCallbackID(d.creds.Secret, devCallbackUser, fmt.Sprintf("n%d-drawn", run), time.Now())
+		req, err := http.NewRequest(http.MethodPost, d.url(""), strings.NewReader("{}"))
+		require.NoError(t, err)
+		req.Header.Set(receipts.HeaderCallbackID, id.String())
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "the run's own secret")
+	}
+	require.NotEqual(t, secrets[0], secrets[1])
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func freeAddr(t *testing.T) string {
@@ -118,21 +288,31 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	// stage that still adds its history and cost.
 	require.Eventually(t, func() bool {
 		out := text(ids[delivered])
-		return strings.Contains(out, "delivery:     delivered (final)") && strings.Contains(out, "cost:")
+		return strings.Contains(out, "receipt:        delivered (final)") && strings.Contains(out, "cost:")
 	}, 10*time.Second, 50*time.Millisecond, "worker log:\n%s", werr.String())
 	out := text(ids[delivered])
-	require.Contains(t, out, "channel:      sms")
-	require.Contains(t, out, "cost:         0.005 USD")
+	// The receipt's verdict first; the worker's own word is "accepted".
+	require.Regexp(t, `^verdict: +delivered · sms · \d+(\.\d)? s after acceptance · 0\.005 USD\n`, out)
+	require.Contains(t, out, "outcome:        accepted\n")
+	require.Contains(t, out, "channel:        sms")
+	require.Contains(t, out, "cost:           0.005 USD")
+	require.Regexp(t, `delivered_at: +\S+ \(\d+(\.\d)? s after acceptance\)`, out)
 	require.Regexp(t, `stage: +\S+ sent via sms`, out)
 	require.Eventually(t, func() bool {
 		out := text(ids[failed])
-		return strings.Contains(out, "delivery:     delivered_failed (final)") && strings.Contains(out, "cost:")
+		return strings.Contains(out, `receipt:        delivered_failed (final; EngageLab sent "delivered_fail")`) && strings.Contains(out, "cost:")
 	},
 		10*time.Second, 50*time.Millisecond, "worker log:\n%s", werr.String())
-	require.Contains(t, text(ids[failed]), "error:        4001 Handset unreachable")
+	out = text(ids[failed])
+	require.Contains(t, out, "error:          4001 Handset unreachable")
+	require.Regexp(t, `^verdict: +failed · sms · 4001 Handset unreachable · `, out)
+	require.NotRegexp(t, `[(·] ?-\d`, out, "no negative durations")
+	require.Regexp(t, `stage: +\S+ sent via sms\n +stage: +\S+ delivered_failed via sms \(error 4001\) \(EngageLab sent "delivered_fail"\)`, out, "stages in time order, one spelling")
 	st := status(ids[failed])
 	rc := st["receipt"].(map[string]any)
 	require.Equal(t, "delivered_fail", rc["raw_status"])
+	require.Equal(t, "failed", st["verdict"])
+	require.Equal(t, "failed", rc["verdict"])
 	require.Equal(t, redact.Destination(failed), rc["to"])
 
 	resp, err := http.Get("http://" + opsAddr + "/metrics")

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/otpq/otpq/internal/redisconn"
+	"github.com/otpq/otpq/internal/shard"
 )
 
 // Exit codes, stable for scripts.
@@ -94,6 +95,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 			fmt.Fprintln(m.Stderr, "otpq:", ee.msg)
 		}
 		return ee.code
+	case errors.Is(err, shard.ErrMismatch): // configuration: the message says what to change
+		fmt.Fprintln(m.Stderr, "otpq:", err)
+		return ExitUsage
 	case errors.As(err, &ue):
 		fmt.Fprintln(m.Stderr, "otpq:", err)
 		if cmd != nil {
@@ -156,8 +160,8 @@ func (m *Main) root() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SuggestionsMinimumDistance = 2
 	root.AddCommand(
-		m.workerCmd(), m.sendCmd(), m.statusCmd(), m.bulkCmd(), m.devCmd(),
-		m.fakeCmd(), m.healthcheckCmd(), m.versionCmd(), m.docsCmd(),
+		m.workerCmd(), m.sendCmd(), m.statusCmd(), m.bulkCmd(), m.apiCmd(), m.devCmd(),
+		m.fakeCmd(), m.healthcheckCmd(), m.versionCmd(), m.docsCmd(), m.shardsCmd(),
 	)
 	// cobra adds these when it executes; adding them now makes the tree
 	// complete for the README generator and the tests that walk it.
@@ -195,6 +199,19 @@ func redisFlag(f flagSet) *string {
 	return f.String("redis-url", redisconn.DefaultURL, "Redis URL: redis://[user:pass@]host:port/db (ACL user and password), rediss://… (TLS), redis-sentinel://[user:pass@]s1:26379,s2:26379[/db]?master=NAME, redis-cluster://[user:pass@]n1:6379,n2:6379 (seed nodes); a password belongs in OTPQ_REDIS_URL, not on the command line")
 }
 
+// shardsFlag registers --shards.
+func shardsFlag(f flagSet) *int {
+	return f.Int("shards", 1, "queues per class (critical, bulk) spread over a Redis Cluster's masters; every process on one Redis must use the count it records (the first one records it; otpq shards N changes it): see Scaling past one Redis")
+}
+
+// checkShards refuses a shard count out of range.
+func checkShards(n int) error {
+	if n < 1 || n > shard.MaxShards {
+		return usagef("--shards: must be from 1 to %d, got %d", shard.MaxShards, n)
+	}
+	return nil
+}
+
 // checkRedisURL refuses a password given on the command line, where every
 // user of the machine can read it in ps.
 func checkRedisURL(cmd *cobra.Command, raw string) error {
@@ -212,9 +229,11 @@ func checkRedisURL(cmd *cobra.Command, raw string) error {
 // logFlags registers --log-level and --log-format.
 type logFlags struct{ level, format *string }
 
-func newLogFlags(f flagSet) logFlags {
+// newLogFlags registers the log flags with level as --log-level's default,
+// so that help and the README show each command's real default.
+func newLogFlags(f flagSet, level string) logFlags {
 	return logFlags{
-		level:  f.String("log-level", "info", "log level: debug, info, warn, error"),
+		level:  f.String("log-level", level, "log level: debug, info, warn, error"),
 		format: f.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)"),
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -78,10 +82,22 @@ func (b bundle) pending(t *testing.T, queue string) int {
 	t.Helper()
 	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
 	defer ins.Close()
-	q, err := ins.GetQueueInfo(queue)
-	if err != nil {
+	return pendingIn(t, ins, queue)
+}
+
+// pendingIn is the number of pending tasks of queue: 0 when the queue was
+// never written (asynq does not list it), and a test failure when Redis
+// cannot be read, so that "nothing enqueued" and "could not read" never
+// look the same.
+func pendingIn(t *testing.T, ins *asynq.Inspector, queue string) int {
+	t.Helper()
+	queues, err := ins.Queues()
+	require.NoError(t, err, "listing queues")
+	if !slices.Contains(queues, queue) {
 		return 0
 	}
+	q, err := ins.GetQueueInfo(queue)
+	require.NoError(t, err, "reading queue %s", queue)
 	return q.Pending
 }
 
@@ -199,7 +215,16 @@ func TestStatusNotFound(t *testing.T) {
 	b := setup(t)
 	r := b.run(t, context.Background(), "status", "nope")
 	require.Equal(t, ExitFailure, r.code)
-	require.Contains(t, r.stderr, "task not found")
+	// It names the Redis it searched, so a wrong OTPQ_REDIS_URL shows.
+	require.Contains(t, r.stderr, fmt.Sprintf("task not found: nope in the critical and bulk queues of the Redis at %s db %d\n", b.db.Addr, b.db.Number))
+	// Searched by default (no OTPQ_REDIS_URL, no --redis-url), it says so
+	// and how to pick another (checked without dialling the default Redis).
+	m := &Main{Getenv: func(string) string { return "" }}
+	cmd := m.statusCmd()
+	require.Contains(t, defaultHint(cmd, m), "the default: set OTPQ_REDIS_URL")
+	require.NoError(t, cmd.Flags().Set("redis-url", "redis://127.0.0.1:1/3"))
+	require.Empty(t, defaultHint(cmd, m))
+	require.Empty(t, defaultHint(m.statusCmd(), &Main{Getenv: func(k string) string { return map[string]string{"OTPQ_REDIS_URL": "x"}[k] }}))
 	r = b.run(t, context.Background(), "status")
 	require.Equal(t, ExitUsage, r.code)
 }
@@ -311,7 +336,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 
 	stop()
 	logs := werr.String()
-	require.Contains(t, logs, `"msg":"delivered"`)
+	require.Contains(t, logs, `"msg":"accepted"`)
 	require.Contains(t, logs, `"to":"+861*******001"`)
 	require.NotContains(t, logs, canaryCode)
 	require.NotContains(t, logs, "CANARY-SECRET")
@@ -325,7 +350,8 @@ func TestStatusTextAttemptInProgress(t *testing.T) {
 	var out strings.Builder
 	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "active", Attempts: 1, InProgress: true,
 		LastError: "engagelab 1000: Internal error", LastFailedAt: now.Add(-3 * time.Second)}, now)
-	require.Equal(t, `id:             t1
+	require.Equal(t, `verdict:        sending
+id:             t1
 queue:          critical
 state:          active
 attempts:       1 done, attempt 2 in progress
@@ -338,11 +364,20 @@ func TestDevOnce(t *testing.T) {
 	b := bundle{}
 	r := b.run(t, context.Background(), "dev", "--once")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Regexp(t, `delivered +task \S+ → completed after 1 attempt\(s\), message_id \d{19} via sms`, r.stdout)
-	require.Regexp(t, `retried, then delivered +task \S+ → completed after 2 attempt\(s\)`, r.stdout)
-	require.Regexp(t, `dead-lettered +task \S+ → archived after 1 attempt\(s\), reason "engagelab 5013: Number has been blacklisted"`, r.stdout)
+	// Each sample in otpq status's words, the receipt's verdict first.
+	require.Regexp(t, `\n  delivered +task \S+ → delivered · sms · [\d.]+ s after acceptance · 0\.005 USD, message_id \d{19}\n`, r.stdout)
+	require.Regexp(t, `\n  retried, then delivered +task \S+ → delivered · sms · [^\n]*· 2 attempts[^\n]*, message_id \d{19}\n`, r.stdout)
+	require.Regexp(t, `\n  dead-lettered \(5013 blacklisted\) +task \S+ → dead letter · engagelab 5013: Number has been blacklisted\n`, r.stdout)
+	require.Regexp(t, `\n  accepted, failed on the handset \(4001\) +task \S+ → failed · sms · 4001 Message could not be delivered · `, r.stdout)
+	require.Regexp(t, `\n  SMS after WhatsApp failed +task \S+ → delivered · sms · [^\n]*\n +stages: sent via whatsapp → [^\n]*delivered via sms\n`, r.stdout)
+	require.NotRegexp(t, `→ (completed|archived)`, r.stdout, "asynq's states are not the verdict")
 	require.NotContains(t, r.stdout, "/monitoring/", "no link to a UI that is gone when read")
 	require.Contains(t, r.stdout, "Web UI:  not served with --once")
+	require.Regexp(t, `The fake provider scripts these destinations[^\n]*\n  \+8613800138001 +retried, then delivered\n  \+8613800138002 +dead-lettered \(5013 blacklisted\)`, r.stdout)
+	// Nothing alarming about dev mode's own defaults (it draws its own
+	// payload key), and no raw log lines around the summary.
+	require.NotContains(t, r.stderr, "OTPQ_PAYLOAD_KEY")
+	require.Empty(t, r.stderr)
 }
 
 // otpq dev prints the outcome of the user's own sends too, points at otpq
@@ -370,10 +405,32 @@ func TestDevShowsEveryOutcome(t *testing.T) {
 	ok := user.run(t, context.Background(), "send", "--to", "+8613800138009", "--code", canaryCode, "--template", "demo-login")
 	require.Equal(t, ExitOK, ok.code, ok.stderr)
 	okID := strings.TrimSpace(ok.stdout)
+	failed := user.run(t, context.Background(), "send", "--to", "+8613800138003", "--code", canaryCode, "--template", "demo-login")
+	require.Equal(t, ExitOK, failed.code, failed.stderr)
+	failedID := strings.TrimSpace(failed.stdout)
+	// The curl line works as pasted: its send is delivered and shows too.
+	_, curl, ok2 := strings.Cut(out.String(), "or over HTTP, as EngageLab's API (any language): ")
+	curl, _, _ = strings.Cut(curl, "\n")
+	require.True(t, ok2, out.String())
+	curlOut, err := exec.Command("bash", "-c", curl).Output()
+	require.NoError(t, err, curl)
+	var ans map[string]string
+	require.NoError(t, json.Unmarshal(curlOut, &ans), string(curlOut))
+	require.Equal(t, "sms", ans["send_channel"])
+	require.Eventually(t, func() bool {
+		return regexp.MustCompile(`task ` + ans["message_id"] + ` → (accepted|pending|delivered) · sms[^\n]*, message_id `).MatchString(out.String())
+	}, 15*time.Second, 20*time.Millisecond, out.String())
 	require.Eventually(t, func() bool {
 		s := out.String()
 		return strings.Contains(s, "task "+id+" → dead-lettered after 1 attempt(s): engagelab 5013: Number has been blacklisted  (otpq status "+id+")") &&
-			strings.Contains(s, "task "+okID+" → delivered after 1 attempt(s), message_id ")
+			regexp.MustCompile(`task `+okID+` → (accepted|pending|delivered) · sms[^\n]*, message_id `).MatchString(s)
+	}, 15*time.Second, 20*time.Millisecond, out.String())
+	// Then the receipts of the user's sends: delivered, and failed on the
+	// handset with EngageLab's error.
+	require.Eventually(t, func() bool {
+		s := out.String()
+		return regexp.MustCompile(`task `+okID+` → delivered · sms · [^\n]*after acceptance[^\n]*, message_id `).MatchString(s) &&
+			regexp.MustCompile(`task `+failedID+` → failed · sms · 4001 [^\n]*, message_id `).MatchString(s)
 	}, 15*time.Second, 20*time.Millisecond, out.String())
 
 	cancel()

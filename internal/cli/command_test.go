@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -14,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/otpq/otpq/internal/redact"
 )
 
 // Flags are accepted after arguments, as in kubectl and gh.
@@ -273,4 +278,77 @@ func TestReadmeTablesMatchHelp(t *testing.T) {
 
 	_, err = replaceSections("no markers", docSections((&Main{}).root()))
 	require.Error(t, err)
+}
+
+// The README's --log-level defaults are the levels the commands really log
+// at when neither the flag nor OTPQ_LOG_LEVEL is given: the table once said
+// info for otpq dev, which lowered itself to errors only at run time.
+func TestReadmeLogLevelDefaultsAreReal(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	row := regexp.MustCompile("(?m)^\\| `--log-level` / `OTPQ_LOG_LEVEL` \\| ([^|]+) \\| ([^|]+) \\|").FindStringSubmatch(string(data))
+	require.NotNil(t, row, "README has the --log-level row")
+	commands := strings.Split(strings.TrimSpace(row[1]), ", ")
+	documented := map[string]string{}
+	for _, part := range strings.Split(strings.TrimSpace(row[2]), ", ") {
+		name, level, perCommand := strings.Cut(part, ": ")
+		if !perCommand { // one default for every command
+			for _, c := range commands {
+				documented[c] = part
+			}
+			break
+		}
+		documented[name] = level
+	}
+	require.Len(t, documented, len(commands), "a default for each command: %q", row[2])
+	require.Equal(t, "error", documented["dev"], "otpq dev logs errors only")
+	for _, c := range commands {
+		require.Equal(t, documented[c], loggedLevel(t, c), "otpq %s: the README's default log level is not the one it logs at", c)
+	}
+}
+
+// loggedLevel is the lowest level the logger of `otpq cmd` writes, run
+// with no flags and no OTPQ_LOG_LEVEL. The command is stopped as soon as
+// its logger is built (OnLogger panics), before it starts anything.
+func loggedLevel(t *testing.T, cmd string) string {
+	t.Helper()
+	type built struct{}
+	var got *slog.Logger
+	env := map[string]string{"ENGAGELAB_DEV_KEY": "k", "ENGAGELAB_DEV_SECRET": "s", "OTPQ_REDIS_URL": "redis://127.0.0.1:1/0"}
+	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard, Getenv: func(k string) string { return env[k] },
+		OnLogger: func(l *slog.Logger) { got = l; panic(built{}) }}
+	func() {
+		defer func() {
+			if x := recover(); x != nil {
+				if _, ok := x.(built); !ok {
+					panic(x)
+				}
+			}
+		}()
+		m.Run(context.Background(), []string{cmd})
+	}()
+	require.NotNil(t, got, "otpq %s built no logger", cmd)
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError} {
+		if got.Enabled(context.Background(), l) {
+			return strings.ToLower(l.String())
+		}
+	}
+	return "none"
+}
+
+// TestReadmeSaysThingsOnce: a paragraph written twice drifts (two masks of
+// one number); each bold lead-in appears once, and the mask shown is the
+// one redact produces.
+func TestReadmeSaysThingsOnce(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	leads := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^\*\*[^*]+\*\*`).FindAllString(string(data), -1) {
+		leads[m]++
+	}
+	for lead, n := range leads {
+		require.Equal(t, 1, n, "%s appears %d times in README.md", lead, n)
+	}
+	require.Contains(t, string(data), redact.Destination("+8618701235678"))
+	require.NotContains(t, string(data), "+86187****5678")
 }

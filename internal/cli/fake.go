@@ -89,6 +89,13 @@ Rules otpq dev scripts (the same fake, the same rules):
 ` + dev.String()
 }
 
+// fakeServeConfig serves the fake provider with httpserve's timeouts; its
+// clients are worker processes, often several on one host with hundreds of
+// connections each, so one client may hold as many as the whole bound.
+func fakeServeConfig() httpserve.Config {
+	return httpserve.Config{MaxConnsPerClient: httpserve.DefaultMaxConns}
+}
+
 func (m *Main) fakeCmd() *cobra.Command {
 	cmd := command("fake-engagelab", "A fake EngageLab API for local runs and tests.", fakeLong(), noArgs, nil)
 	cmd.Example = `  otpq fake-engagelab --addr 127.0.0.1:8090 \
@@ -124,7 +131,7 @@ func (m *Main) fakeCmd() *cobra.Command {
 		fmt.Fprintf(m.Stderr, "fake EngageLab listening on http://%s\n", ln.Addr())
 		fake := fakeengagelab.New(cfg)
 		defer fake.Close()
-		return httpserve.Serve(cmd.Context(), ln, fake)
+		return fakeServeConfig().Serve(cmd.Context(), ln, fake)
 	}
 	return cmd
 }

@@ -18,9 +18,11 @@ var envOnly = []envVar{
 	{"OTPQ_REDIS_PASSWORD_FILE", "none", "read the Redis password from this file (wins over a password in the URL)"},
 	{"OTPQ_REDIS_CA_FILE", "system roots", "PEM CA that signs the Redis server's certificate; turns TLS on"},
 	{"OTPQ_PAYLOAD_KEY, OTPQ_PAYLOAD_KEY_FILE", "none (codes stored in plaintext; the worker warns at start)", "kid:base64(32 bytes)[,kid2:…], or a file holding it: codes stored AES-256-GCM encrypted; the first key encrypts, all decrypt"},
+	{"OTPQ_API_KEYS_FILE", "none (otpq api refuses to start, unless --insecure-no-auth on loopback)", "keys of otpq api, one name:key:secret per line (Basic auth key:secret; several lines rotate keys; the name shows in logs and metrics)"},
 	{"OTPQ_UI_USER, OTPQ_UI_PASSWORD", "none", "HTTP basic auth of the web UI (worker, dev)"},
-	{"OTPQ_CALLBACK_USER, OTPQ_CALLBACK_SECRET (or _FILE)", "none (callbacks unverified: served on loopback addresses only)", "username/secret of the EngageLab status callback: X-CALLBACK-ID verified (worker), callbacks signed (fake-engagelab)"},
-	{"OTPQ_CALLBACK_AUTHORIZATION (or _FILE)", "none", "exact Authorization header the EngageLab callback must carry (worker), or sends (fake-engagelab)"},
+	{"OTPQ_CALLBACK_USER, OTPQ_CALLBACK_SECRET (or _FILE)", "none (the worker does not serve the callback route)", "username/secret of the EngageLab status callback: X-CALLBACK-ID verified (worker), callbacks signed (fake-engagelab)"},
+	{"OTPQ_CALLBACK_AUTHORIZATION (or _FILE)", "none", "exact Authorization header the EngageLab callback must carry (worker; alone, without USER/SECRET, only with --callback-authorization-only), or sends (fake-engagelab)"},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "none (tracing off)", "OTLP/HTTP collector of the traces (worker, api, send, bulk); the other standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER…) apply: see the README, Tracing"},
 }
 
 // exitCodes is the exit code list help and the README print.

@@ -78,6 +78,6 @@ func TestBulkUnclosedQuote(t *testing.T) {
 	r := f.run(t, context.Background(), nil, f.file(t, "open.csv", content))
 	require.Equal(t, ExitUsage, r.code, r.stderr)
 	require.Contains(t, r.stderr, "line 3: quote never closed")
-	require.Contains(t, r.stdout, "1 rows: 1 accepted")
+	require.Contains(t, r.stdout, "1 row: 1 accepted")
 	require.Equal(t, 1, f.pending(t, "bulk"))
 }

@@ -37,7 +37,7 @@ func newOpsFlags(f flagSet) opsFlags {
 	return opsFlags{
 		addr:         f.String("http-addr", DefaultHTTPAddr, "address of the ops server: web UI on /monitoring/, /metrics, /healthz, /readyz; empty = off"),
 		readOnly:     f.Bool("ui-read-only", false, "serve the web UI without delete/run/archive/pause actions"),
-		callbackAddr: f.String("callback-addr", "", "extra listener serving only the EngageLab callback route "+receipts.Path+" (--http-addr serves it too); a non-loopback address needs OTPQ_CALLBACK_USER/_SECRET or OTPQ_CALLBACK_AUTHORIZATION", "none"),
+		callbackAddr: f.String("callback-addr", "", "extra listener serving only the EngageLab callback route "+receipts.Path+" (--http-addr serves it too); needs OTPQ_CALLBACK_USER/_SECRET (or an opt-in to a weaker mode: --callback-authorization-only, or --callback-unverified on a loopback address)", "none"),
 	}
 }
 
@@ -60,7 +60,7 @@ func (m *Main) opsServer(f opsFlags, redis asynq.RedisConnOpt, reg *prometheus.R
 
 // runWorker runs w and, unless --http-addr is empty, the ops server beside
 // it, until ctx is done.
-func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Config, reg *prometheus.Registry, f opsFlags, log *slog.Logger) error {
+func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Config, reg *prometheus.Registry, f opsFlags, cf callbackModeFlags, log *slog.Logger) error {
 	opt, err := workerRedis(cfg)
 	if err != nil {
 		return usagef("%v", err)
@@ -69,7 +69,11 @@ func (m *Main) runWorker(ctx context.Context, w *worker.Worker, cfg worker.Confi
 	if err != nil {
 		return err
 	}
-	cb, err := m.newCallbacks(creds, opt, reg, log, *f.addr, *f.callbackAddr)
+	mode, err := cf.mode(creds)
+	if err != nil {
+		return err
+	}
+	cb, err := m.newCallbacks(creds, mode, opt, reg, log, *f.addr, *f.callbackAddr, cfg.TracerProvider)
 	if err != nil {
 		return err
 	}

@@ -39,5 +39,6 @@ func TestStatusShowsUnconfirmedOutcome(t *testing.T) {
 	var out strings.Builder
 	printStatus(&out, &producer.Status{ID: "t1", Queue: "critical", State: "completed", Attempts: 1, Outcome: "accepted_unconfirmed"}, time.Now())
 	require.Contains(t, out.String(), "outcome:        accepted_unconfirmed\n")
+	require.True(t, strings.HasPrefix(out.String(), "verdict:        accepted unconfirmed\n"), out.String())
 	require.NotContains(t, out.String(), "message_id:")
 }

@@ -20,7 +20,9 @@ const (
 	envRedisCAFile       = "OTPQ_REDIS_CA_FILE"
 )
 
-// secretFile reads a small secret file, trimming the trailing newline.
+// secretFile reads a small secret file, trimming the trailing newline. An
+// empty file is an error: read as "no secret", it would quietly turn a
+// check off (callbacks unverified, codes stored unencrypted).
 func secretFile(env, path string) (string, error) {
 	if path == "-" {
 		return "", usagef("%s: must name a file", env)
@@ -29,7 +31,11 @@ func secretFile(env, path string) (string, error) {
 	if err != nil {
 		return "", usagef("%s: %v", env, err)
 	}
-	return strings.TrimRight(string(data), "\r\n"), nil
+	v := strings.TrimRight(string(data), "\r\n")
+	if v == "" {
+		return "", usagef("%s: the file %s is empty", env, path)
+	}
+	return v, nil
 }
 
 // payloadKeys is the payload keyring (kid:base64key[,…]) from

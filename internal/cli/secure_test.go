@@ -51,11 +51,7 @@ func (b secureBundle) pending(t *testing.T) int {
 	t.Helper()
 	ins := asynq.NewInspector(asynq.RedisClientOpt{Addr: b.db.Addr, DB: b.db.Number})
 	defer ins.Close()
-	q, err := ins.GetQueueInfo("critical")
-	if err != nil {
-		return 0
-	}
-	return q.Pending
+	return pendingIn(t, ins, "critical")
 }
 
 func TestSendDestinationLimitExit5(t *testing.T) {

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/producer"
 )
 
@@ -77,8 +80,12 @@ OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, noArgs, nil)
 	delay := f.Duration("delay", 0, "hold the send back this long", "none")
 	id := f.String("id", "", "deduplication key: a second send with the same key is not enqueued (exit 3)", "a new random ID")
 	guard := newGuardFlags(f)
+	shards := shardsFlag(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkRedisURL(cmd, *redisURL); err != nil {
+			return err
+		}
+		if err := checkShards(*shards); err != nil {
 			return err
 		}
 		c, err := m.readCode(*code, *codeFile)
@@ -107,7 +114,16 @@ OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, noArgs, nil)
 		if err != nil {
 			return err
 		}
-		p, err := producer.New(producer.Config{Redis: ropt, PayloadKeys: keys, DestinationLimit: *guard.limit, DestinationWindow: *guard.window})
+		tp, err := m.tracerProvider("send")
+		if err != nil {
+			return err
+		}
+		pcfg := producer.Config{Redis: ropt, PayloadKeys: keys, DestinationLimit: *guard.limit, DestinationWindow: *guard.window, Shards: *shards}
+		if tp != nil {
+			pcfg.TracerProvider = tp
+			defer flushTracing(tp, slog.New(slog.NewTextHandler(m.Stderr, nil)))
+		}
+		p, err := producer.New(pcfg)
 		if err != nil {
 			return usagef("%v", err)
 		}
@@ -115,8 +131,13 @@ OTPQ_PAYLOAD_KEY_FILE) set, the code is stored encrypted.`, noArgs, nil)
 		if err := reach(cmd.Context(), p, ropt); err != nil {
 			return err
 		}
+		if err := p.CheckShards(cmd.Context()); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 		defer cancel()
+		ctx, span := rootSpan(ctx, tp, "otpq send")
+		defer span.End()
 		taskID, err := p.Send(ctx, req, opts...)
 		switch {
 		case errors.Is(err, producer.ErrDuplicate):
@@ -157,15 +178,19 @@ holds it (never enqueued, or deleted after its retention).`, exactArgs(1, "one t
 	f := flagsOf(cmd)
 	redisURL := redisFlag(f)
 	asJSON := f.Bool("json", false, "print JSON")
+	shards := shardsFlag(f)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkRedisURL(cmd, *redisURL); err != nil {
+			return err
+		}
+		if err := checkShards(*shards); err != nil {
 			return err
 		}
 		ropt, err := m.redisOption(*redisURL)
 		if err != nil {
 			return err
 		}
-		p, err := producer.New(producer.Config{Redis: ropt})
+		p, err := producer.New(producer.Config{Redis: ropt, Shards: *shards})
 		if err != nil {
 			return usagef("%v", err)
 		}
@@ -173,9 +198,12 @@ holds it (never enqueued, or deleted after its retention).`, exactArgs(1, "one t
 		if err := reach(cmd.Context(), p, ropt); err != nil {
 			return err
 		}
+		if err := p.CheckShards(cmd.Context()); err != nil {
+			return err
+		}
 		st, err := p.Status(cmd.Context(), args[0])
 		if errors.Is(err, producer.ErrNotFound) {
-			return err
+			return fmt.Errorf("%w in the critical and bulk queues of the Redis at %s%s", err, redisDB(ropt), defaultHint(cmd, m))
 		}
 		if err != nil {
 			return reachOr(cmd.Context(), p, ropt, err)
@@ -211,6 +239,7 @@ func printStatus(w io.Writer, st *producer.Status, now time.Time) {
 	if st.InProgress {
 		attempts += fmt.Sprintf(", attempt %d in progress", st.Attempts+1)
 	}
+	fmt.Fprintf(w, "verdict:        %s\n", factsOf(st).Summary())
 	fmt.Fprintf(w, "id:             %s\nqueue:          %s\nstate:          %s\nattempts:       %s\n", st.ID, st.Queue, st.State, attempts)
 	if st.Outcome != "" {
 		fmt.Fprintf(w, "outcome:        %s\n", st.Outcome)
@@ -234,4 +263,24 @@ func printStatus(w io.Writer, st *producer.Status, now time.Time) {
 		fmt.Fprintf(w, "completed_at:   %s\n", at(st.CompletedAt))
 	}
 	printReceipt(w, st.Receipt)
+}
+
+// redisDB names a Redis connection with its database: 127.0.0.1:6379 db 0.
+func redisDB(opt asynq.RedisConnOpt) string {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		return fmt.Sprintf("%s db %d", o.Addr, o.DB)
+	case asynq.RedisFailoverClientOpt:
+		return fmt.Sprintf("%s db %d", redisconn.Addr(opt), o.DB)
+	}
+	return redisconn.Addr(opt)
+}
+
+// defaultHint says, when neither --redis-url nor OTPQ_REDIS_URL chose the
+// Redis, that the default was searched and how to pick another.
+func defaultHint(cmd *cobra.Command, m *Main) string {
+	if cmd.Flags().Changed("redis-url") || m.Getenv(envName("redis-url")) != "" {
+		return ""
+	}
+	return " (the default: set OTPQ_REDIS_URL or --redis-url to search another)"
 }

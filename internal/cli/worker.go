@@ -50,23 +50,25 @@ type workerFlags struct {
 	log                         logFlags
 	rate                        *float64
 	rateBurst                   *int
+	shards                      *int
 }
 
 func newWorkerFlags(f flagSet) *workerFlags {
 	wf := &workerFlags{
 		redisURL:    redisFlag(f),
 		concurrency: f.Int("concurrency", worker.DefaultConcurrency, "sends in flight per process; the HTTP connection pool is sized to it"),
-		servers:     f.Int("servers", 0, "fetch loops (asynq servers) serving critical then bulk, on top of one critical-only loop that keeps a tenth of --concurrency (1-10) for critical sends; each fetches one task per Redis round trip; while idle the critical loop polls every --poll-interval, the others every 250ms; raise it for a fast provider: see BENCHMARKS.md", "one per CPU"),
-		retry:       f.Int("max-retry", worker.DefaultMaxRetry, "retries of a task after its first attempt (0 = none)"),
+		servers:     f.Int("servers", 0, "fetch loops (asynq servers) per queue, sharing --concurrency send slots, critical sends first; each fetches one task per Redis round trip; while idle one critical loop polls every --poll-interval, the others every 250ms; raise it for a fast provider: see BENCHMARKS.md", "one per CPU"),
+		retry:       f.Int("max-retry", worker.DefaultMaxRetry, "retries of a task after its first attempt; 0 = no retries here (in Go, producer.MaxRetry and worker.Config.MaxRetry read 0 as this default and a negative value as none)"),
 		retryMin:    f.Duration("retry-min-delay", worker.DefaultRetryMinDelay, "first retry delay (exponential, jittered)"),
 		retryMax:    f.Duration("retry-max-delay", worker.DefaultRetryMaxDelay, "largest retry delay"),
 		httpTO:      f.Duration("http-timeout", worker.DefaultHTTPTimeout, "timeout of one provider request"),
 		poll:        f.Duration("poll-interval", worker.DefaultPollInterval, "how often the critical fetch loop looks for tasks while idle (asynq's default is 1s); the other loops look every 250ms"),
 		shutdown:    f.Duration("shutdown-timeout", 0, "how long SIGTERM waits for in-flight sends", "http-timeout + 5s"),
 		retryCodes:  f.String("retry-codes", "", "extra EngageLab error codes to retry, comma-separated (e.g. 5016)"),
-		log:         newLogFlags(f),
+		log:         newLogFlags(f, "info"),
 		rate:        f.Float64("rate", 0, "most provider sends per second across all workers on this Redis", "off"),
 		rateBurst:   f.Int("rate-burst", 0, "sends allowed at once under --rate after an idle spell", "max(1, rate/10)"),
+		shards:      shardsFlag(f),
 	}
 	f.here("servers", strconv.Itoa(runtime.GOMAXPROCS(0)))
 	return wf
@@ -97,6 +99,9 @@ func (f *workerFlags) config() (worker.Config, error) {
 	if *f.rateBurst < 0 {
 		return worker.Config{}, usagef("--rate-burst: must not be negative, got %d", *f.rateBurst)
 	}
+	if err := checkShards(*f.shards); err != nil {
+		return worker.Config{}, err
+	}
 	codes, err := parseCodes(*f.retryCodes)
 	if err != nil {
 		return worker.Config{}, err
@@ -109,7 +114,7 @@ func (f *workerFlags) config() (worker.Config, error) {
 		RedisURL: *f.redisURL, Concurrency: *f.concurrency, Servers: *f.servers,
 		MaxRetry: maxRetry, RetryMinDelay: *f.retryMin, RetryMaxDelay: *f.retryMax,
 		HTTPTimeout: *f.httpTO, PollInterval: *f.poll, ShutdownTimeout: *f.shutdown, RetryCodes: codes,
-		RateLimit: *f.rate, RateBurst: *f.rateBurst,
+		RateLimit: *f.rate, RateBurst: *f.rateBurst, Shards: *f.shards,
 	}
 	return cfg, nil
 }
@@ -146,10 +151,13 @@ non-loopback --http-addr is refused (exit 2).
 Receives EngageLab's delivery status callbacks on POST /callbacks/engagelab
 (on --http-addr, outside the UI's basic auth, and on --callback-addr when
 set). OTPQ_CALLBACK_USER and OTPQ_CALLBACK_SECRET (environment or _FILE)
-verify their X-CALLBACK-ID signature; without them (or
-OTPQ_CALLBACK_AUTHORIZATION) callbacks are served on loopback addresses only.`, noArgs, nil)
+verify their X-CALLBACK-ID signature; without them the route is not served.
+Weaker modes need a flag and warn at start: --callback-authorization-only
+(OTPQ_CALLBACK_AUTHORIZATION alone, a static header) and
+--callback-unverified (no credentials, loopback addresses only).`, noArgs, nil)
 	f := newWorkerFlags(flagsOf(cmd))
 	of := newOpsFlags(flagsOf(cmd))
+	cf := newCallbackModeFlags(flagsOf(cmd))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkRedisURL(cmd, *f.redisURL); err != nil {
 			return err
@@ -173,13 +181,21 @@ OTPQ_CALLBACK_AUTHORIZATION) callbacks are served on loopback addresses only.`, 
 		if cfg.PayloadKeys, err = m.payloadKeys(); err != nil {
 			return err
 		}
+		tp, err := m.tracerProvider("worker")
+		if err != nil {
+			return err
+		}
+		if tp != nil {
+			cfg.TracerProvider = tp
+			defer flushTracing(tp, log) // after the worker's shutdown: its last spans go too
+		}
 		reg := prometheus.NewRegistry()
 		cfg.Registerer = reg
 		w, err := worker.New(cfg)
 		if err != nil {
 			return usagef("%v", err)
 		}
-		return m.runWorker(cmd.Context(), w, cfg, reg, of, log)
+		return m.runWorker(cmd.Context(), w, cfg, reg, of, cf, log)
 	}
 	return cmd
 }

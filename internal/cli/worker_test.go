@@ -77,7 +77,7 @@ func TestWorkerRedisOutageLogsOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(log.String(), "reachable again") }, 10*time.Second, 20*time.Millisecond, log.String())
 
 	var started map[string]any
-	var down, up int
+	var down, up, keyWarned int
 	for _, l := range logLines(t, log.String()) {
 		msg, _ := l["msg"].(string)
 		switch {
@@ -92,6 +92,7 @@ func TestWorkerRedisOutageLogsOnce(t *testing.T) {
 			up++
 			require.NotEmpty(t, l["down_for"])
 		case strings.HasPrefix(msg, "OTPQ_PAYLOAD_KEY is not set"):
+			keyWarned++ // a deployment without a payload key is warned (otpq dev is not: TestDevOnce)
 		default:
 			require.NotEqual(t, "WARN", l["level"], "an outage is reported once: %s", msg)
 			require.NotEqual(t, "ERROR", l["level"], "an outage is reported once: %s", msg)
@@ -99,6 +100,7 @@ func TestWorkerRedisOutageLogsOnce(t *testing.T) {
 	}
 	require.Equal(t, 1, down, log.String())
 	require.Equal(t, 1, up, log.String())
+	require.Equal(t, 1, keyWarned, log.String())
 
 	require.NotNil(t, started, log.String())
 	require.Equal(t, strings.TrimPrefix(fake.URL, "http://"), started["provider"], "the provider's host")

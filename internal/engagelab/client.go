@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultBaseURL is the production endpoint of the API.
@@ -86,6 +88,11 @@ type Config struct {
 	MaxConns int
 	// Transport replaces the HTTP transport (tests); when set MaxConns is ignored.
 	Transport http.RoundTripper
+	// TracerProvider, when set, makes a client span (HTTP semantic
+	// conventions, otelhttp) of each request made inside a recording span,
+	// and sends the W3C trace context with it. Requests made outside one
+	// go through the plain transport, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Client sends pre-generated OTP codes through EngageLab.
@@ -130,6 +137,9 @@ func New(cfg Config) (*Client, error) {
 		t.IdleConnTimeout = 90 * time.Second
 		t.ResponseHeaderTimeout = timeout
 		rt = t
+	}
+	if cfg.TracerProvider != nil {
+		rt = traced(rt, cfg.TracerProvider)
 	}
 	return &Client{
 		url:     strings.TrimRight(u.String(), "/") + "/v1/codes",

@@ -63,46 +63,19 @@ func Printable(s string, limit int) string {
 // 4-digit code's digits is not an echo of the code, and cutting it would
 // break the receipt link that matches callbacks by message_id.
 func idText(s string, req Request) string {
-	if req.Code != "" {
-		s = redactToken(s, req.Code)
-	}
+	s = redact.CodeToken(s, req.Code)
 	if req.To != "" {
 		s = strings.ReplaceAll(s, req.To, redact.Destination(req.To))
 	}
 	return Printable(s, MaxIDText)
 }
 
-// redactToken replaces each occurrence of tok in s that is not part of a
-// longer run of letters and digits.
-func redactToken(s, tok string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(s, tok)
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		before, _ := utf8.DecodeLastRuneInString(s[:i])
-		after, _ := utf8.DecodeRuneInString(s[i+len(tok):])
-		if (i == 0 || !alnum(before)) && (i+len(tok) == len(s) || !alnum(after)) {
-			b.WriteString(s[:i])
-			b.WriteString("[redacted]")
-		} else {
-			b.WriteString(s[:i+len(tok)])
-		}
-		s = s[i+len(tok):]
-	}
-}
-
-func alnum(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
-
-// scrub removes the code and the full destination from text that may echo
-// the request (a provider message, a transport error). Credentials never
-// appear: they travel in a header, not in the URL.
+// scrub removes the code, in any form it can take (redact.Code: any case,
+// grouped by spaces or dashes), and the full destination from text that
+// may echo the request (a provider message, a transport error).
+// Credentials never appear: they travel in a header, not in the URL.
 func scrub(text string, req Request) string {
-	if req.Code != "" {
-		text = strings.ReplaceAll(text, req.Code, "[redacted]")
-	}
+	text = redact.Code(text, req.Code)
 	if req.To != "" {
 		text = strings.ReplaceAll(text, req.To, redact.Destination(req.To))
 	}

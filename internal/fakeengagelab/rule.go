@@ -106,103 +106,137 @@ func (r Rule) validate() error {
 // split at its last "=", so TO may itself contain "=". Errors name the part
 // that is wrong.
 func ParseRule(s string) (Rule, error) {
-	fail := func(format string, args ...any) (Rule, error) {
-		return Rule{}, fmt.Errorf("fakeengagelab: rule %q: %s", s, fmt.Sprintf(format, args...))
+	r, err := parseRule(s)
+	if err != nil {
+		return Rule{}, fmt.Errorf("fakeengagelab: rule %q: %v", s, err)
 	}
+	return r, nil
+}
+
+// parseRule is ParseRule without the error's prefix.
+func parseRule(s string) (Rule, error) {
+	to, parts, err := splitRule(s)
+	if err != nil {
+		return Rule{}, err
+	}
+	r := Rule{To: to}
+	switch strings.ToLower(parts[0]) {
+	case "hang":
+		err = r.parseHang(parts[1:])
+	case "delay":
+		err = r.parseDelay(parts[1:])
+	default:
+		err = r.parseFailure(parts)
+	}
+	return r, err
+}
+
+// splitRule splits TO=SPEC at its last "=" and SPEC at ":", trimmed.
+func splitRule(s string) (to string, parts []string, err error) {
 	eq := strings.LastIndex(s, "=")
 	if eq < 0 {
-		return fail(`missing "=" (want TO=STATUS:CODE[:TIMES], TO=hang[:TIMES] or TO=delay:DURATION[:TIMES])`)
+		return "", nil, errors.New(`missing "=" (want TO=STATUS:CODE[:TIMES], TO=hang[:TIMES] or TO=delay:DURATION[:TIMES])`)
 	}
-	to := strings.TrimSpace(s[:eq])
+	to = strings.TrimSpace(s[:eq])
 	if to == "" {
-		return fail(`empty destination before "=" (use "*" for all destinations)`)
+		return "", nil, errors.New(`empty destination before "=" (use "*" for all destinations)`)
 	}
 	spec := strings.TrimSpace(s[eq+1:])
 	if spec == "" {
-		return fail(`empty spec after "=" (want STATUS:CODE[:TIMES], hang[:TIMES] or delay:DURATION[:TIMES])`)
+		return "", nil, errors.New(`empty spec after "=" (want STATUS:CODE[:TIMES], hang[:TIMES] or delay:DURATION[:TIMES])`)
 	}
-	parts := strings.Split(spec, ":")
+	parts = strings.Split(spec, ":")
 	for i := range parts {
 		parts[i] = strings.TrimSpace(parts[i])
 	}
-	r := Rule{To: to}
+	return to, parts, nil
+}
 
-	parseTimes := func(p string) error {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return fmt.Errorf("times %q is not a non-negative integer", p)
-		}
-		r.Times = n
-		return nil
+// parseHang reads what follows "hang": [TIMES].
+func (r *Rule) parseHang(args []string) (err error) {
+	if len(args) > 1 {
+		return errors.New("too many fields after hang (want hang[:TIMES])")
 	}
-
-	switch strings.ToLower(parts[0]) {
-	case "hang":
-		if len(parts) > 2 {
-			return fail("too many fields after hang (want hang[:TIMES])")
-		}
-		r.Hang = true
-		if len(parts) == 2 {
-			if err := parseTimes(parts[1]); err != nil {
-				return fail("%v", err)
-			}
-		}
-		return r, nil
-	case "delay":
-		if len(parts) < 2 || parts[1] == "" {
-			return fail("delay needs a duration (want delay:DURATION[:TIMES], e.g. delay:300ms)")
-		}
-		if len(parts) > 3 {
-			return fail("too many fields after delay (want delay:DURATION[:TIMES])")
-		}
-		d, err := time.ParseDuration(parts[1])
-		if err != nil || d < 0 {
-			return fail("delay duration %q is not a non-negative Go duration such as 300ms", parts[1])
-		}
-		r.Latency = d
-		if len(parts) == 3 {
-			if err := parseTimes(parts[2]); err != nil {
-				return fail("%v", err)
-			}
-		}
-		return r, nil
+	r.Hang = true
+	if len(args) == 1 {
+		r.Times, err = parseTimes(args[0])
 	}
+	return err
+}
 
+// parseDelay reads what follows "delay": DURATION[:TIMES].
+func (r *Rule) parseDelay(args []string) (err error) {
+	if len(args) < 1 || args[0] == "" {
+		return errors.New("delay needs a duration (want delay:DURATION[:TIMES], e.g. delay:300ms)")
+	}
+	if len(args) > 2 {
+		return errors.New("too many fields after delay (want delay:DURATION[:TIMES])")
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil || d < 0 {
+		return fmt.Errorf("delay duration %q is not a non-negative Go duration such as 300ms", args[0])
+	}
+	r.Latency = d
+	if len(args) == 2 {
+		r.Times, err = parseTimes(args[1])
+	}
+	return err
+}
+
+// parseFailure reads STATUS:CODE[:TIMES[:RETRY_AFTER]].
+func (r *Rule) parseFailure(parts []string) (err error) {
 	status, err := strconv.Atoi(parts[0])
 	if err != nil {
-		return fail("status %q is not a number (or the word hang or delay)", parts[0])
+		return fmt.Errorf("status %q is not a number (or the word hang or delay)", parts[0])
 	}
 	if status < 400 || status > 599 {
-		return fail("status %d must be 4xx or 5xx", status)
+		return fmt.Errorf("status %d must be 4xx or 5xx", status)
 	}
 	r.Status = status
 	if len(parts) < 2 || parts[1] == "" {
-		return fail("missing code after status %d (want STATUS:CODE[:TIMES]; use code 0 for none)", status)
+		return fmt.Errorf("missing code after status %d (want STATUS:CODE[:TIMES]; use code 0 for none)", status)
 	}
 	code, err := strconv.Atoi(parts[1])
 	if err != nil || code < 0 {
-		return fail("code %q is not a non-negative integer", parts[1])
+		return fmt.Errorf("code %q is not a non-negative integer", parts[1])
 	}
 	r.Code = code
 	if len(parts) >= 3 {
-		if err := parseTimes(parts[2]); err != nil {
-			return fail("%v", err)
+		if r.Times, err = parseTimes(parts[2]); err != nil {
+			return err
 		}
 	}
 	if len(parts) == 4 {
-		if status != http.StatusTooManyRequests {
-			return fail("a fourth field (retry-after seconds) is only allowed with status 429")
+		if r.RetryAfter, err = parseRetryAfter(status, parts[3]); err != nil {
+			return err
 		}
-		n, err := strconv.Atoi(parts[3])
-		if err != nil || n < 0 {
-			return fail("retry-after %q is not a non-negative number of seconds", parts[3])
-		}
-		r.RetryAfter = n
 	}
 	if len(parts) > 4 {
-		return fail("too many fields (want STATUS:CODE[:TIMES], or 429:CODE:TIMES:RETRY_AFTER)")
+		return errors.New("too many fields (want STATUS:CODE[:TIMES], or 429:CODE:TIMES:RETRY_AFTER)")
 	}
-	return r, nil
+	return nil
+}
+
+// parseTimes reads a rule's TIMES.
+func parseTimes(p string) (int, error) {
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("times %q is not a non-negative integer", p)
+	}
+	return n, nil
+}
+
+// parseRetryAfter reads the fourth field of a failure rule, allowed with
+// status 429 only.
+func parseRetryAfter(status int, p string) (int, error) {
+	if status != http.StatusTooManyRequests {
+		return 0, errors.New("a fourth field (retry-after seconds) is only allowed with status 429")
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("retry-after %q is not a non-negative number of seconds", p)
+	}
+	return n, nil
 }
 
 // DefaultMessage returns the spec's description of an EngageLab error code

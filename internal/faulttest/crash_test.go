@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otpq/otpq/internal/asynqstore"
@@ -44,7 +45,7 @@ func (b *bundle) waitDelivered(n int, d time.Duration) {
 // worker's recoverer runs at start and every minute, so this test waits up to
 // ~2 minutes: the real behaviour, not shortened.
 func TestKill9WithSendsInFlight(t *testing.T) {
-	rep := newReport(t, 1, "`kill -9` the worker with sends in flight, start a new one", "lost 0; duplicates ≤ in-flight at the kill")
+	rep := newReport(t, 1, "`kill -9` the worker with sends in flight, start a new one", "lost 0; duplicates ≤ in-flight at the kill; every task completed (none archived)")
 	t.Parallel() // waits (lease expiry, a 30 s outage) overlap with the other waiting scenarios
 	b := setup(t, setupOpts{latency: 300 * time.Millisecond})
 	tasks := b.sendN(200)
@@ -57,26 +58,37 @@ func TestKill9WithSendsInFlight(t *testing.T) {
 	require.Positive(t, inFlight, "no task was in flight at the kill; the scenario tested nothing")
 	killedAt := time.Now()
 
-	b.startWorker("--concurrency", "20")
+	w2 := b.startWorker("--concurrency", "20")
 	f := b.settle(tasks, 200*time.Second)
 	recovered := time.Since(killedAt).Round(time.Second)
-	rep.figure("in-flight at kill %d; lost %d; duplicates %d (delivered twice), re-sent %d (requests cut off by the kill, sent again); leftover active %d, lease %d; all settled %s after the kill",
-		inFlight, f.Lost, f.Duplicates, f.Resent, f.Active, f.Lease, recovered)
+	already := alreadyAccepted(w2)
+	rep.figure("in-flight at kill %d; lost %d; duplicates %d (delivered twice), re-sent %d (requests cut off by the kill, sent again); completed without a send (acceptance recorded before the kill) %d; archived %d; leftover active %d, lease %d; all settled %s after the kill",
+		inFlight, f.Lost, f.Duplicates, f.Resent, already, f.States[asynq.TaskStateArchived], f.Active, f.Lease, recovered)
 	t.Log(f)
 	require.Zero(t, f.Lost, "lost tasks: %s", f)
 	require.LessOrEqual(t, f.Duplicates, inFlight, "duplicates above in-flight at the kill: %s", f)
 	require.LessOrEqual(t, f.Resent, inFlight, "re-sent above in-flight at the kill: %s", f)
 	require.Equal(t, len(tasks), f.Delivered, "every task should be delivered once the provider works: %s", f)
+	// A task whose acceptance was recorded before the kill completes on
+	// its next attempt; none ends archived (as "no code") although sent.
+	require.Equal(t, len(tasks), f.States[asynq.TaskStateCompleted], "every task should complete: %s", f)
+}
+
+// alreadyAccepted counts the attempts w completed without a send because
+// an earlier attempt's acceptance was recorded (the killed worker stored
+// the result but asynq never marked the task complete).
+func alreadyAccepted(w *proc) int {
+	return strings.Count(w.log(), `"outcome":"already_accepted"`)
 }
 
 // TestKill9ProviderFrequencyRule is TestKill9WithSendsInFlight against a
 // provider that, like the real EngageLab, refuses a second code for the same
 // user and template within its validity (3004). The sends cut off by the
 // kill reached the provider; their redelivery must not reach the user twice
-// and must be reported as likely delivered, not as a plain failure.
+// and must be reported as likely accepted, not as a plain failure.
 func TestKill9ProviderFrequencyRule(t *testing.T) {
 	rep := newReport(t, 1, "`kill -9` with sends in flight, provider enforcing its 3004 frequency rule (as the real API does)",
-		"lost 0; duplicates 0; every redelivery refused with 3004 archived as `likely delivered by an earlier attempt`")
+		"lost 0; duplicates 0; every redelivery refused with 3004 archived as `likely accepted by an earlier attempt`, and no other task archived")
 	t.Parallel() // waits (lease expiry, a 30 s outage) overlap with the other waiting scenarios
 	b := setup(t, setupOpts{latency: 300 * time.Millisecond, fakeArgs: []string{"--frequency-window", "10m"}})
 	tasks := b.sendN(200)
@@ -87,23 +99,34 @@ func TestKill9ProviderFrequencyRule(t *testing.T) {
 	inFlight := b.leaseCount()
 	require.Positive(t, inFlight, "no task was in flight at the kill; the scenario tested nothing")
 
-	b.startWorker("--concurrency", "20")
+	w2 := b.startWorker("--concurrency", "20")
 	f := b.settle(tasks, 200*time.Second)
 	refused, likely := 0, 0
 	for _, info := range f.info {
 		if strings.Contains(info.LastErr, "engagelab 3004") {
 			refused++
-			if strings.HasPrefix(info.LastErr, "likely delivered by an earlier attempt") {
+			if strings.HasPrefix(info.LastErr, "likely accepted by an earlier attempt") {
 				likely++
 			}
 		}
 	}
-	rep.figure("in-flight at kill %d; lost %d; duplicates %d; re-sent %d, of which refused with 3004: %d, archived as likely delivered: %d; leftover active %d, lease %d",
-		inFlight, f.Lost, f.Duplicates, f.Resent, refused, likely, f.Active, f.Lease)
+	already := alreadyAccepted(w2)
+	rep.figure("in-flight at kill %d; lost %d; duplicates %d; re-sent %d, of which refused with 3004: %d, archived as likely accepted: %d; completed without a send (acceptance recorded before the kill) %d; archived %d; leftover active %d, lease %d",
+		inFlight, f.Lost, f.Duplicates, f.Resent, refused, likely, already, f.States[asynq.TaskStateArchived], f.Active, f.Lease)
 	t.Log(f)
 	require.Zero(t, f.Lost, "%s", f)
 	require.Zero(t, f.Duplicates, "%s", f)
-	require.Equal(t, refused, likely, "redeliveries refused with 3004 archived as a plain failure instead of likely delivered: %s", f)
+	// Every request the kill cut off may have delivered: at most one resend
+	// per task in flight, each refused by the provider's frequency rule and
+	// archived as likely accepted (refused and likely both 0 would mean
+	// the kill cut off nothing, and tested nothing).
+	require.LessOrEqual(t, f.Resent, inFlight, "re-sent above in-flight at the kill: %s", f)
+	require.Positive(t, likely, "no redelivery was refused with 3004: the kill cut off no send: %s", f)
+	require.Equal(t, refused, likely, "redeliveries refused with 3004 archived as a plain failure instead of likely accepted: %s", f)
+	// The only dead letters are those: a task whose acceptance was
+	// recorded before the kill completes on its next attempt, and none is
+	// archived as "no code" although sent.
+	require.Equal(t, likely, f.States[asynq.TaskStateArchived], "archived other than as likely accepted: %s", f)
 }
 
 // TestSIGTERMWithSendsInFlight: a graceful stop lets in-flight sends finish

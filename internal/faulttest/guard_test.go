@@ -23,7 +23,7 @@ import (
 func TestBurstToOneDestination(t *testing.T) {
 	const limit, producers, perProducer = 3, 3, 30
 	rep := newReport(t, 12, fmt.Sprintf("burst of %d concurrent sends to one number from %d producers (guard: %d per 10 min)", producers*perProducer, producers, limit),
-		fmt.Sprintf("exactly %d accepted, the rest refused with `ErrDestinationLimited`; provider sees ≤ %d for the number", limit, limit))
+		fmt.Sprintf("exactly %d accepted, the rest refused with `ErrDestinationLimited`; provider sees ≤ %d for the number; duplicates 0 (re-sent 0)", limit, limit))
 	cfg := func(c *producer.Config) { c.DestinationLimit, c.DestinationWindow = limit, 10*time.Minute }
 	b := setup(t, setupOpts{producerConfig: cfg})
 	victim := b.nextTo()
@@ -83,5 +83,12 @@ func TestBurstToOneDestination(t *testing.T) {
 	require.LessOrEqual(t, st.ByTo[victim].Requests, limit, "provider calls to the number")
 	require.Equal(t, 10, fb.Delivered, "%s", fb)
 	require.Zero(t, fv.Lost+fb.Lost)
+	// No request here can have delivered without the worker learning it
+	// (the worker and the provider stay up), so nothing is sent twice. The
+	// settle figures count per destination, and the victim's accepted sends
+	// share one, so for them the bound is one provider call per accepted send.
+	require.Equal(t, len(accepted), st.ByTo[victim].Requests, "provider calls to the number: one per accepted send")
+	require.Zero(t, fb.Duplicates, "%s", fb)
+	require.Zero(t, fb.Resent, "%s", fb)
 	require.True(t, w.running())
 }

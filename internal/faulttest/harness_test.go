@@ -127,6 +127,27 @@ func (s *suiteEnv) writeReport(took time.Duration) {
 	b.WriteString("- **re-sent** = Σ max(0, provider requests for the task − 1) where a request may have\n")
 	b.WriteString("  delivered (e.g. cut off by a crash): the bound on duplicates with a real provider;\n")
 	b.WriteString("- **leftover** = active tasks and `asynq:{queue}:lease` entries once settled.\n\n")
+	b.WriteString("Every scenario asserts duplicates (and re-sent where a request can be cut off)\n")
+	b.WriteString("against the bar in its row. Only two kinds of fault can truly send a code twice:\n")
+	b.WriteString("\n")
+	b.WriteString("- a worker killed (`kill -9`) after its request reached the provider and before\n")
+	b.WriteString("  the answer was recorded: the new worker cannot know the code went out and sends\n")
+	b.WriteString("  it again (at most once per send in flight at the kill). The real API's 3004\n")
+	b.WriteString("  frequency rule refuses that resend, and the task is archived as *likely\n")
+	b.WriteString("  accepted by an earlier attempt* (row 1). A worker killed after recording the\n")
+	b.WriteString("  acceptance (result stored, code key deleted) but before asynq marked the task\n")
+	b.WriteString("  complete sends nothing again: the next attempt finds the stored result and\n")
+	b.WriteString("  completes the task (row 1 counts these as *completed without a send*);\n")
+	b.WriteString("- a request that timed out (the provider hung, row 6): with a real provider it\n")
+	b.WriteString("  may have delivered, so its retry is a true resend, refused the same way. The\n")
+	b.WriteString("  fake's hung request never delivers, so duplicates there are 0.\n")
+	b.WriteString("\n")
+	b.WriteString("Redis faults (rows 3, 4, 10, 15) never resend: a send that straddles the outage\n")
+	b.WriteString("still succeeds, and its result write (which deletes the code key) is retried\n")
+	b.WriteString("until Redis answers; should asynq lose the task's completion meanwhile, the task\n")
+	b.WriteString("comes back once its lease runs out and that attempt completes it from the stored\n")
+	b.WriteString("result without a send. Their bar is duplicates 0 and re-sent 0.\n")
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "Last full run: %s, %s, suite time %s.\n\n", time.Now().UTC().Format("2006-01-02"), runtime.GOOS+"/"+runtime.GOARCH, took.Round(time.Second))
 	b.WriteString("| # | test | scenario | figure | bar | result |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
@@ -225,6 +246,14 @@ func (p *proc) signal(sig syscall.Signal) {
 	if p.running() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 	}
+}
+
+// withNofile returns the command that runs bin with args under an
+// RLIMIT_NOFILE of n, soft and hard (a Go program raises its soft limit
+// to the hard one at start, so the hard limit is the one that counts): a
+// shell sets it and execs bin, which keeps the shell's process ID.
+func withNofile(n int, bin string, args []string) (string, []string) {
+	return "/bin/sh", append([]string{"-c", `ulimit -n ` + strconv.Itoa(n) + ` && exec "$0" "$@"`, bin}, args...)
 }
 
 func (p *proc) running() bool {
@@ -385,6 +414,10 @@ type bundle struct {
 	key    string
 	secret string
 
+	// nofile, when set, is the RLIMIT_NOFILE (soft and hard) the bundle's
+	// workers run with (withNofile).
+	nofile int
+
 	mu       sync.Mutex
 	accepted []sent
 	seq      int
@@ -446,7 +479,11 @@ func (b *bundle) startWorkerEnv(extraEnv []string, args ...string) *proc {
 		all = append(all, "--http-addr", opsAddr)
 	}
 	all = append(all, args...)
-	p := startProc(b.t, "worker", env.bin, e, all...)
+	bin := env.bin
+	if b.nofile > 0 {
+		bin, all = withNofile(b.nofile, bin, all)
+	}
+	p := startProc(b.t, "worker", bin, e, all...)
 	if opsAddr != "" {
 		p.opsURL = "http://" + opsAddr
 	}

@@ -86,7 +86,7 @@ func (b *bundle) codeKeys(t *testing.T) map[string]string {
 // stored in Redis, or (the secret) anywhere in Redis.
 func TestCanaryAbsent(t *testing.T) {
 	rep := newReport(t, 11, "canary codes and secret through every outcome, `--log-level debug`",
-		"0 occurrences in worker/fake output, `/metrics`, stored errors and results; with `OTPQ_PAYLOAD_KEY`, no readable code (queued or finished), secret or key in Redis")
+		"0 occurrences in worker/fake output, `/metrics`, stored errors and results; with `OTPQ_PAYLOAD_KEY`, no readable code (queued or finished), secret or key in Redis; duplicates 0")
 	const secret = "canary-SECRET-9f3Qz7Lw"
 	// A fixed, distinctive payload key (AES-256) so that its leaking can be searched for too.
 	rawKey := []byte("canary-payload-key-0123456789abc")
@@ -194,6 +194,9 @@ func TestCanaryAbsent(t *testing.T) {
 	t.Log(f)
 	require.Empty(t, leaks)
 	require.Zero(t, f.Lost, "%s", f)
+	// The fake's hung request (the timed-out one) never delivers, so no
+	// code reaches the provider twice.
+	require.Zero(t, f.Duplicates, "%s", f)
 	// The scenario must have exercised what it claims.
 	for _, reason := range []string{"engagelab 5013", "engagelab 3002", "retries exhausted after 3 attempts", "expired", "bad payload"} {
 		require.Positive(t, f.Reasons[reason], "no task dead-lettered as %q: %s", reason, f)
@@ -212,7 +215,7 @@ func TestCanaryAbsent(t *testing.T) {
 // deletes it) or expires (a dead letter keeps it for a re-run until then).
 func TestCanaryCodeKeysWithoutPayloadKey(t *testing.T) {
 	rep := newReport(t, 11, "canary codes without `OTPQ_PAYLOAD_KEY`: delivered, rejected, expiring",
-		"plaintext codes only in code keys; 0 code keys left for delivered tasks; 0 codes anywhere in Redis once the dead letters' codes expired")
+		"duplicates 0; plaintext codes only in code keys; 0 code keys left for delivered tasks; 0 codes anywhere in Redis once the dead letters' codes expired")
 	b := setup(t, setupOpts{})
 	codeOf := map[string]string{}
 	var tasks, rejected []sent
@@ -256,6 +259,7 @@ func TestCanaryCodeKeysWithoutPayloadKey(t *testing.T) {
 	w := b.startWorker("--concurrency", "10")
 	f := b.settle(tasks, 30*time.Second)
 	require.Zero(t, f.Lost, "%s", f)
+	require.Zero(t, f.Duplicates, "%s", f)
 	require.Equal(t, len(tasks)-len(rejected), f.Delivered, "%s", f)
 	left := b.codeKeys(t)
 	for _, s := range tasks {
@@ -295,7 +299,7 @@ func TestCanaryCodeKeysWithoutPayloadKey(t *testing.T) {
 // worker's output or /metrics.
 func TestCanaryReceipts(t *testing.T) {
 	rep := newReport(t, 14, "delivery receipts: signed callbacks (delivered, failed, fallback, duplicates out of order) to `--callback-addr`, `--log-level debug`",
-		"every receipt final; 0 codes, full destinations or callback secrets in stored receipts, the receipt stream, worker output or `/metrics`")
+		"every receipt final; duplicates 0; 0 codes, full destinations or callback secrets in stored receipts, the receipt stream, worker output or `/metrics`")
 	const cbUser, cbSecret = "canary-cb-user", "canary-CB-SECRET-5tR8"
 	cbPort, err := redisserver.FreePort()
 	require.NoError(t, err)
@@ -320,6 +324,7 @@ func TestCanaryReceipts(t *testing.T) {
 	}
 	f := b.settle(tasks, 30*time.Second)
 	require.Equal(t, len(tasks), f.Delivered, "%s", f)
+	require.Zero(t, f.Duplicates, "%s", f)
 	states := map[string]string{}
 	require.Eventually(t, func() bool {
 		for _, s := range tasks {
@@ -339,7 +344,7 @@ func TestCanaryReceipts(t *testing.T) {
 	// held receipts.
 	ctx := context.Background()
 	var stored []string
-	for _, pattern := range []string{"otpq:{*}:receipt:*", "otpq:receipts", "otpq:{receipts}:*"} {
+	for _, pattern := range []string{"otpq:{*}:receipt:*", "otpq:{*}:receipt-history:*", "otpq:receipts", "otpq:{receipts}:*"} {
 		keys, err := b.redis.c.Keys(ctx, pattern).Result()
 		require.NoError(t, err)
 		for _, k := range keys {

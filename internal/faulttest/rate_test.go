@@ -40,7 +40,7 @@ func busiestSecond(samples []sample) int {
 func TestGlobalRateLimit(t *testing.T) {
 	const rate, burst, workers, n = 100, 10, 3, 1000
 	rep := newReport(t, 13, fmt.Sprintf("%d worker processes sharing `--rate %d` (burst %d), %d queued sends", workers, rate, burst, n),
-		fmt.Sprintf("busiest 1 s at the provider ≤ %d + burst %d (+5%% sampling slack); average after the burst ≤ %d/s (+1%% timing slack); lost 0; 1 call per task", rate, burst, rate))
+		fmt.Sprintf("busiest 1 s at the provider ≤ %d + burst %d (+5%% sampling slack); average after the burst ≤ %d/s (+1%% timing slack); lost 0; 1 call per task (duplicates 0)", rate, burst, rate))
 	b := setup(t, setupOpts{latency: 10 * time.Millisecond})
 	tasks := b.sendN(n)
 	// Sample from before the first worker starts, so the run's start is seen.
@@ -84,6 +84,7 @@ func TestGlobalRateLimit(t *testing.T) {
 	require.Zero(t, f.Lost, "%s", f)
 	require.Equal(t, n, f.Delivered, "%s", f)
 	require.Equal(t, 1, f.MaxRequests, "a throttled task was sent more than once: %s", f)
+	require.Zero(t, f.Duplicates, "%s", f)
 	maxPeak := (rate+burst)*105/100 + 1
 	require.LessOrEqual(t, peak, maxPeak, "busiest second above the limit")
 	require.LessOrEqual(t, avg, rate*1.01, "average above the limit")

@@ -74,7 +74,7 @@ func (l *producerLoop) halt() (rejected int, errs map[string]int) {
 // SIGKILL and restarted on the same port and data directory while tasks are
 // being produced and delivered.
 func TestRedisRestartedMidRun(t *testing.T) {
-	rep := newReport(t, 3, "Redis killed (`kill -9`, AOF `appendfsync always`) and restarted mid-run", "lost 0")
+	rep := newReport(t, 3, "Redis killed (`kill -9`, AOF `appendfsync always`) and restarted mid-run", "lost 0; duplicates 0 (re-sent 0)")
 	b := setup(t, setupOpts{aof: true, latency: 50 * time.Millisecond})
 	w := b.startWorker("--concurrency", "20")
 	loop := b.produce(10*time.Millisecond, nil)
@@ -92,6 +92,14 @@ func TestRedisRestartedMidRun(t *testing.T) {
 		f.Accepted, rejected, loop.slowest.Round(10*time.Millisecond), f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Active, f.Lease, w.running())
 	t.Log(f, "; enqueue errors: ", errs)
 	require.Zero(t, f.Lost, "lost: %s", f)
+	// Duplicates 0: a send that straddles the outage still succeeds (its
+	// result write fails and is logged, the attempt does not), and asynq
+	// completes the task once Redis answers, well within its 30 s lease, so
+	// no attempt runs twice. Fails with a failed result write failing the
+	// attempt (the issue 22 survivor: duplicates 4): checked by the mutation
+	// run.
+	require.Zero(t, f.Duplicates, "duplicates: %s", f)
+	require.Zero(t, f.Resent, "re-sent: %s", f)
 	require.True(t, w.running(), "the worker exited when Redis restarted:\n%s", w.log())
 	requireJSONLog(t, w.log())
 }
@@ -100,7 +108,7 @@ func TestRedisRestartedMidRun(t *testing.T) {
 // hang, as with a network partition) while tasks are produced and
 // delivered; the same worker process must resume without a restart.
 func TestRedisUnreachable(t *testing.T) {
-	rep := newReport(t, 4, "Redis unreachable for 10 s (SIGSTOP: connections hang)", "lost 0; `/readyz` reports the outage; the same worker process delivers tasks enqueued after it")
+	rep := newReport(t, 4, "Redis unreachable for 10 s (SIGSTOP: connections hang)", "lost 0; duplicates 0 (re-sent 0); `/readyz` reports the outage; the same worker process delivers tasks enqueued after it")
 	b := setup(t, setupOpts{latency: 50 * time.Millisecond})
 	w := b.startWorker("--concurrency", "20")
 	loop := b.produce(10*time.Millisecond, nil)
@@ -158,6 +166,14 @@ func TestRedisUnreachable(t *testing.T) {
 	require.Zero(t, f2.Lost, "after the outage: %s", f2)
 	require.Equal(t, 50, f2.Delivered, "after the outage: %s", f2)
 	require.Zero(t, f.Lost, "lost: %s", f)
+	// Duplicates 0: a send that straddles the outage still succeeds (its
+	// result write fails and is logged, the attempt does not), and asynq
+	// completes the task once Redis answers, well within its 30 s lease, so
+	// no attempt runs twice. Fails with a failed result write failing the
+	// attempt (the issue 22 survivor: duplicates 4): checked by the mutation
+	// run.
+	require.Zero(t, f.Duplicates, "duplicates: %s", f)
+	require.Zero(t, f.Resent, "re-sent: %s", f)
 	require.Positive(t, notReady, "/readyz never reported the outage (%d probes)", probes)
 	requireJSONLog(t, w.log())
 }
@@ -165,7 +181,7 @@ func TestRedisUnreachable(t *testing.T) {
 // TestRedisMaxmemory: with maxmemory reached (noeviction), Send returns
 // Redis's OOM error to the caller and everything it did accept is delivered.
 func TestRedisMaxmemory(t *testing.T) {
-	rep := newReport(t, 10, "Redis at `maxmemory` (noeviction) while producing", "enqueue errors reach the caller (OOM); lost 0")
+	rep := newReport(t, 10, "Redis at `maxmemory` (noeviction) while producing", "enqueue errors reach the caller (OOM); lost 0; duplicates 0 (re-sent 0)")
 	b := setup(t, setupOpts{latency: 20 * time.Millisecond})
 	ctx := context.Background()
 	w := b.startWorker("--concurrency", "10")
@@ -199,11 +215,15 @@ func TestRedisMaxmemory(t *testing.T) {
 	require.NoError(t, b.redis.c.ConfigSet(ctx, "maxmemory", "0").Err())
 	tasks := b.all()
 	f := b.settle(tasks, 150*time.Second)
-	rep.figure("accepted %d, refused %d (%d with Redis's OOM error); lost %d; delivered %d, dead-lettered %d; leftover active %d, lease %d",
-		f.Accepted, rejected, oom, f.Lost, f.Delivered, f.DeadLettered, f.Active, f.Lease)
+	rep.figure("accepted %d, refused %d (%d with Redis's OOM error); lost %d; delivered %d, dead-lettered %d; duplicates %d, re-sent %d; leftover active %d, lease %d",
+		f.Accepted, rejected, oom, f.Lost, f.Delivered, f.DeadLettered, f.Duplicates, f.Resent, f.Active, f.Lease)
 	t.Log(f, "; other errors: ", other)
 	require.Positive(t, rejected, "maxmemory was never hit: the scenario tested nothing")
 	require.Equal(t, rejected, oom, "enqueue errors without the OOM reason: %v", other)
 	require.Zero(t, f.Lost, "lost: %s", f)
+	// A result write refused with OOM after a send does not fail the
+	// attempt, so nothing is sent twice.
+	require.Zero(t, f.Duplicates, "duplicates: %s", f)
+	require.Zero(t, f.Resent, "re-sent: %s", f)
 	require.True(t, w.running(), "worker exited:\n%s", w.log())
 }

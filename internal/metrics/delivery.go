@@ -34,7 +34,7 @@ func CodeLabel(code engagelab.Code) string {
 
 // sendOutcomes are the outcome label values of otpq_sends_total.
 func sendOutcomes() []outcome.Outcome {
-	return []outcome.Outcome{outcome.Delivered, outcome.AcceptedUnconfirmed, outcome.Retry, outcome.Throttle, outcome.DeadLetter, outcome.Expired}
+	return []outcome.Outcome{outcome.Accepted, outcome.AcceptedUnconfirmed, outcome.AlreadyAccepted, outcome.Retry, outcome.Throttle, outcome.DeadLetter, outcome.Expired}
 }
 
 // Delivery holds otpq's own delivery series. All methods are safe for
@@ -55,7 +55,7 @@ func NewDelivery(reg prometheus.Registerer) (*Delivery, error) {
 	d := &Delivery{
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "otpq_sends_total",
-			Help: "Delivery attempts by outcome (delivered, accepted_unconfirmed, retry, throttle, dead_letter, expired) and EngageLab error code (none, a code of the API spec, other).",
+			Help: "Delivery attempts by outcome (accepted, accepted_unconfirmed, already_accepted, retry, throttle, dead_letter, expired) and EngageLab error code (none, a code of the API spec, other).",
 		}, []string{"outcome", "engagelab_code"}),
 		provider: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "otpq_provider_request_duration_seconds",
@@ -68,7 +68,7 @@ func NewDelivery(reg prometheus.Registerer) (*Delivery, error) {
 		}, []string{"kind"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "otpq_dead_letters_total",
-			Help: "Tasks dead-lettered (archived), by reason (bad_payload, expired, retries_exhausted, provider_rejected, configuration, other).",
+			Help: "Tasks dead-lettered (archived), by reason (bad_payload, expired, no_code, retries_exhausted, provider_rejected, configuration, other).",
 		}, []string{"reason"}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "otpq_expired_total",
@@ -119,14 +119,22 @@ func (d *Delivery) ProviderRequest(result string, took time.Duration) {
 	d.provider.WithLabelValues(result).Observe(took.Seconds())
 }
 
-// Completed counts a code the provider took, enqueued at createdAt (zero:
-// unknown); o is outcome.Delivered or outcome.AcceptedUnconfirmed.
+// Completed counts a completed attempt of a code enqueued at createdAt
+// (zero: unknown): o is outcome.Accepted or outcome.AcceptedUnconfirmed
+// for a code the provider took on this attempt, outcome.AlreadyAccepted
+// for an attempt that found an earlier attempt's acceptance recorded (not
+// a send, and not timed: the send was the earlier attempt's).
 func (d *Delivery) Completed(o outcome.Outcome, createdAt, now time.Time) {
 	if d == nil {
 		return
 	}
-	if o != outcome.AcceptedUnconfirmed {
-		o = outcome.Delivered
+	switch o {
+	case outcome.AcceptedUnconfirmed:
+	case outcome.AlreadyAccepted:
+		d.sends.WithLabelValues(string(o), "none").Inc()
+		return
+	default:
+		o = outcome.Accepted
 	}
 	d.sends.WithLabelValues(string(o), "none").Inc()
 	if !createdAt.IsZero() && !now.Before(createdAt) {

@@ -1,8 +1,11 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,8 +38,9 @@ func TestDeliverySeries(t *testing.T) {
 	done()
 	require.Equal(t, 0.0, testutil.ToFloat64(d.inFlight))
 	now := time.Now()
-	d.Completed(outcome.Delivered, now.Add(-2*time.Second), now)
+	d.Completed(outcome.Accepted, now.Add(-2*time.Second), now)
 	d.Completed(outcome.AcceptedUnconfirmed, now.Add(-time.Second), now)
+	d.Completed(outcome.AlreadyAccepted, now.Add(-time.Minute), now) // counted, not timed
 	d.Retried(outcome.Throttle, 0)
 	d.Retried(outcome.Retry, 1000)
 	d.DeadLettered(outcome.ProviderRejected, 5013)
@@ -44,8 +48,9 @@ func TestDeliverySeries(t *testing.T) {
 	d.DeadLettered(outcome.Configuration, 0)
 	d.DeadLettered("something new", 7777)
 	d.ProviderRequest(ResultOK, 30*time.Millisecond)
-	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("delivered", "none")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("accepted", "none")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("accepted_unconfirmed", "none")))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("already_accepted", "none")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("retry", "1000")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("dead_letter", "5013")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.sends.WithLabelValues("dead_letter", "other")))
@@ -55,30 +60,56 @@ func TestDeliverySeries(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(d.deadLetters.WithLabelValues("configuration")))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.expired))
 	require.Equal(t, 1, testutil.CollectAndCount(d.endToEnd))
+	require.Equal(t, uint64(2), endToEndCount(t, reg), "the attempt that found an earlier acceptance is not timed")
 	var nilD *Delivery // a nil Delivery records nothing and does not panic
 	nilD.Begin()()
-	nilD.Completed(outcome.Delivered, now, now)
+	nilD.Completed(outcome.Accepted, now, now)
 	nilD.DeadLettered("x", 1)
 	_, err = NewDelivery(reg)
 	require.Error(t, err, "registering twice is refused")
 }
 
-type stubInspector struct {
-	queues []string
-	err    error
+// endToEndCount is the number of observations of otpq_enqueue_to_send_seconds.
+func endToEndCount(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "otpq_enqueue_to_send_seconds" {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatal("no otpq_enqueue_to_send_seconds")
+	return 0
 }
 
-func (s stubInspector) Queues() ([]string, error) { return s.queues, s.err }
-func (s stubInspector) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
-	return &asynq.QueueInfo{Queue: q, Size: 3, Pending: 2, Archived: 1, Latency: 1500 * time.Millisecond, ProcessedTotal: 9, FailedTotal: 4}, nil
+// stubQueues reads queues from no Redis: each with the same figures.
+type stubQueues struct {
+	queues []string
+	err    error
+	reads  *atomic.Int64 // readings, when not nil
+}
+
+func (s stubQueues) read(context.Context) ([]*asynq.QueueInfo, error) {
+	if s.reads != nil {
+		s.reads.Add(1)
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	var out []*asynq.QueueInfo
+	for _, q := range s.queues {
+		out = append(out, &asynq.QueueInfo{Queue: q, Size: 3, Pending: 2, Archived: 1, Latency: 1500 * time.Millisecond, ProcessedTotal: 9, FailedTotal: 4})
+	}
+	return out, nil
 }
 
 func TestQueueCollector(t *testing.T) {
-	c := newQueueCollector(stubInspector{queues: []string{"critical"}}, []string{"critical", "bulk"}, nil)
+	c := newQueueCollector(stubQueues{queues: []string{"critical"}}.read, nil)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	require.NoError(t, testutil.GatherAndCompare(reg, stringsReader(`
-# HELP asynq_queue_latency_seconds How long the oldest pending task of a queue has waited.
+# HELP asynq_queue_latency_seconds How long the oldest pending task of a queue (of any of its shards) has waited.
 # TYPE asynq_queue_latency_seconds gauge
 asynq_queue_latency_seconds{queue="bulk"} 0
 asynq_queue_latency_seconds{queue="critical"} 1.5
@@ -86,7 +117,7 @@ asynq_queue_latency_seconds{queue="critical"} 1.5
 # TYPE asynq_tasks_processed_total counter
 asynq_tasks_processed_total{queue="bulk"} 0
 asynq_tasks_processed_total{queue="critical"} 9
-# HELP asynq_scrape_up 1 if the queue metrics could be read from Redis on this scrape, else 0.
+# HELP asynq_scrape_up 1 if the queue metrics could be read from Redis at the last reading (at most 5 s old), else 0.
 # TYPE asynq_scrape_up gauge
 asynq_scrape_up 1
 `), "asynq_queue_latency_seconds", "asynq_tasks_processed_total", "asynq_scrape_up"))
@@ -111,12 +142,39 @@ asynq_tasks_enqueued_total{queue="critical",state="scheduled"} 0
 `), "asynq_tasks_enqueued_total"))
 
 	down := prometheus.NewRegistry()
-	down.MustRegister(newQueueCollector(stubInspector{err: errors.New("redis down")}, []string{"critical"}, nil))
+	down.MustRegister(newQueueCollector(stubQueues{err: errors.New("redis down")}.read, nil))
 	require.NoError(t, testutil.GatherAndCompare(down, stringsReader(`
-# HELP asynq_scrape_up 1 if the queue metrics could be read from Redis on this scrape, else 0.
+# HELP asynq_scrape_up 1 if the queue metrics could be read from Redis at the last reading (at most 5 s old), else 0.
 # TYPE asynq_scrape_up gauge
 asynq_scrape_up 0
 `), "asynq_scrape_up"))
+	require.Zero(t, testutil.CollectAndCount(down, "asynq_queue_size", "asynq_tasks_enqueued_total"),
+		"no reading, no queue series: zeros would tell the alerts nothing waits")
+}
+
+// Scrapes in a loop, concurrent ones included, read the queues once per
+// QueueCacheFor, not once per scrape (issue 16 row 13).
+func TestQueueCollectorCachesReadings(t *testing.T) {
+	var reads atomic.Int64
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newQueueCollector(stubQueues{queues: []string{"critical", "bulk"}, reads: &reads}.read, nil))
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				_, err := reg.Gather()
+				require.NoError(t, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// One reading per QueueCacheFor begun: 1 unless the machine is so
+	// slow that the 20 scrapes took longer than that.
+	readings := 1 + int64(time.Since(start)/QueueCacheFor)
+	require.LessOrEqual(t, reads.Load(), readings, "20 scrapes read the queues more than once per %s", QueueCacheFor)
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }

@@ -32,6 +32,19 @@ const (
 	RowExpired   = "expired"   // a held receipt whose link never appeared, dropped
 	RowIgnored   = "ignored"   // no status, or no message_id
 	RowMismatch  = "mismatch"  // the row's destination is not the task's: dropped
+	RowInvalid   = "invalid"   // a value out of range or of the wrong type: skipped (reason in otpq_callback_rows_dropped_total)
+	RowDropped   = "dropped"   // no link yet and the held receipts are at their cap: not held (reason in otpq_callback_rows_dropped_total)
+)
+
+// Reasons a row is not stored, the values of the reason label of
+// otpq_callback_rows_dropped_total.
+const (
+	DropBadType     = "bad_type"         // not an object, or a field of the wrong type
+	DropBadTime     = "bad_time"         // itime before 2000, over an hour ahead, or in milliseconds
+	DropBadCost     = "bad_cost"         // billing.cost negative or above the per-row maximum
+	DropHeldCount   = "held_count"       // held receipts at their count cap
+	DropHeldBytes   = "held_bytes"       // held receipts at their byte cap
+	DropHeldMessage = "held_per_message" // this message_id already has its maximum of held receipts
 )
 
 // knownChannels are the channel label values; anything else is "other".
@@ -52,6 +65,9 @@ type Receipts struct {
 	received  *prometheus.CounterVec
 	requests  *prometheus.CounterVec
 	rows      *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+	heldRows  prometheus.Gauge
+	heldBytes prometheus.Gauge
 	delivered prometheus.Histogram
 	statuses  map[string]bool
 }
@@ -70,8 +86,20 @@ func NewReceipts(reg prometheus.Registerer, statuses []string) (*Receipts, error
 		}, []string{"result"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "otpq_callback_rows_total",
-			Help: "Rows of EngageLab callbacks, by result (applied, stale, duplicate, pending, attached, expired, ignored, mismatch).",
+			Help: "Rows of EngageLab callbacks, by result (applied, stale, duplicate, pending, attached, expired, ignored, mismatch, invalid, dropped).",
 		}, []string{"result"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "otpq_callback_rows_dropped_total",
+			Help: "Callback rows not stored, by reason (bad_type, bad_time, bad_cost: the row is invalid; held_count, held_bytes, held_per_message: no link yet and the held receipts are at a cap).",
+		}, []string{"reason"}),
+		heldRows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "otpq_callback_held_receipts",
+			Help: "Receipts held in Redis waiting for their task's link, as last seen by this worker's matcher.",
+		}),
+		heldBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "otpq_callback_held_bytes",
+			Help: "Bytes of the receipts held in Redis waiting for their task's link, as last seen by this worker's matcher.",
+		}),
 		delivered: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "otpq_receipt_delivered_seconds",
 			Help:    "Time from EngageLab accepting a send to the arrival of its delivered receipt.",
@@ -82,7 +110,7 @@ func NewReceipts(reg prometheus.Registerer, statuses []string) (*Receipts, error
 	for _, s := range statuses {
 		r.statuses[s] = true
 	}
-	for _, c := range []prometheus.Collector{r.received, r.requests, r.rows, r.delivered} {
+	for _, c := range []prometheus.Collector{r.received, r.requests, r.rows, r.dropped, r.heldRows, r.heldBytes, r.delivered} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,8 +119,11 @@ func NewReceipts(reg prometheus.Registerer, statuses []string) (*Receipts, error
 		CallbackUnauthorized, CallbackReplay, CallbackMalformed, CallbackError} {
 		r.requests.WithLabelValues(res)
 	}
-	for _, res := range []string{RowApplied, RowStale, RowDuplicate, RowPending, RowAttached, RowExpired, RowIgnored, RowMismatch} {
+	for _, res := range []string{RowApplied, RowStale, RowDuplicate, RowPending, RowAttached, RowExpired, RowIgnored, RowMismatch, RowInvalid, RowDropped} {
 		r.rows.WithLabelValues(res)
+	}
+	for _, reason := range []string{DropBadType, DropBadTime, DropBadCost, DropHeldCount, DropHeldBytes, DropHeldMessage} {
+		r.dropped.WithLabelValues(reason)
 	}
 	return r, nil
 }
@@ -108,6 +139,29 @@ func (r *Receipts) Request(result string) {
 func (r *Receipts) Row(result string) {
 	if r != nil {
 		r.rows.WithLabelValues(result).Inc()
+	}
+}
+
+// Dropped counts one row not stored: reason is a Drop value; the row
+// counts as invalid (bad_*) or dropped (held_*) in otpq_callback_rows_total.
+func (r *Receipts) Dropped(reason string) {
+	if r == nil {
+		return
+	}
+	r.dropped.WithLabelValues(reason).Inc()
+	switch reason {
+	case DropHeldCount, DropHeldBytes, DropHeldMessage:
+		r.rows.WithLabelValues(RowDropped).Inc()
+	default:
+		r.rows.WithLabelValues(RowInvalid).Inc()
+	}
+}
+
+// Held sets the held-receipt gauges.
+func (r *Receipts) Held(rows, bytes int64) {
+	if r != nil {
+		r.heldRows.Set(float64(rows))
+		r.heldBytes.Set(float64(bytes))
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/otpq/otpq/internal/receipts"
+	"github.com/otpq/otpq/internal/shard"
 	"github.com/otpq/otpq/internal/task"
 )
 
@@ -30,7 +33,9 @@ const receiptLookupTimeout = 500 * time.Millisecond
 // formatResult is the UI's result formatter: FormatResult plus the delivery
 // receipt found through the result's message_id. asynqmon gives the
 // formatter no task ID or queue, so the receipt is found through the
-// message_id link in each queue.
+// message_id link, looked up in every queue workers serve (each shard of
+// critical and bulk) in one pipeline: one round trip on a single Redis, one
+// per master holding a shard on a Cluster.
 func (s *Server) formatResult(taskType string, result []byte) string {
 	var r task.Result
 	if json.Unmarshal(result, &r) != nil || r.MessageID == "" {
@@ -38,8 +43,15 @@ func (s *Server) formatResult(taskType string, result []byte) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), receiptLookupTimeout)
 	defer cancel()
-	for _, q := range []string{task.QueueCritical, task.QueueBulk} {
-		v, err := s.rdb.Get(ctx, receipts.LinkKey(q, r.MessageID)).Result()
+	queues := s.servedQueues(ctx)
+	pipe := s.rdb.Pipeline()
+	gets := make([]*redis.StringCmd, len(queues))
+	for i, q := range queues {
+		gets[i] = pipe.Get(ctx, receipts.LinkKey(q, r.MessageID))
+	}
+	_, _ = pipe.Exec(ctx) // each GET keeps its own answer or error
+	for _, g := range gets {
+		v, err := g.Result()
 		if err != nil {
 			continue
 		}
@@ -56,30 +68,25 @@ func (s *Server) formatResult(taskType string, result []byte) string {
 	return FormatResult(taskType, result)
 }
 
-// receiptFields is what the UI shows of a receipt.
-func receiptFields(rc *receipts.Receipt) ordered {
-	out := ordered{{"state", rc.State}, {"final", rc.Final}}
-	add := func(k string, v any, ok bool) {
-		if ok {
-			out = append(out, kv{k, v})
-		}
+// servedQueuesFor is how long the ops server keeps the shard count it read
+// from Redis: a count changed by otpq shards N shows in the UI this soon.
+const servedQueuesFor = 30 * time.Second
+
+// servedQueues are the queues workers serve: every shard of critical and
+// bulk that Redis records as served (shard.Read), read at most every
+// servedQueuesFor; critical and bulk alone, read again next time, while
+// Redis fails.
+func (s *Server) servedQueues(ctx context.Context) []string {
+	s.servedMu.Lock()
+	defer s.servedMu.Unlock()
+	if s.served != nil && time.Since(s.servedAt) < servedQueuesFor {
+		return s.served
 	}
-	add("raw_status", rc.RawStatus, rc.RawStatus != rc.State)
-	add("channel", rc.Channel, rc.Channel != "")
-	add("accepted_at", rc.AcceptedAt, !rc.AcceptedAt.IsZero())
-	add("state_at", rc.StateAt, !rc.StateAt.IsZero())
-	add("delivered_at", rc.DeliveredAt, !rc.DeliveredAt.IsZero())
-	add("error_code", rc.ErrorCode, rc.ErrorCode != 0)
-	add("error_detail", rc.ErrorDetail, rc.ErrorDetail != "")
-	add("cost", rc.Cost, rc.Cost != 0)
-	add("currency", rc.Currency, rc.Currency != "")
-	stages := make([]string, len(rc.History))
-	for i, st := range rc.History {
-		stages[i] = st.At.Format(time.RFC3339) + " " + st.Status
-		if st.Channel != "" {
-			stages[i] += " (" + st.Channel + ")"
-		}
+	l, err := shard.Read(ctx, s.rdb)
+	if err != nil {
+		return shard.Classes
 	}
-	add("history", stages, len(stages) > 0)
-	return out
+	s.served = shard.All(l.Served)
+	s.servedAt = time.Now()
+	return s.served
 }

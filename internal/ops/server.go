@@ -4,7 +4,11 @@
 //
 // The UI can delete and re-run tasks, so it is protected by HTTP basic auth
 // (Config.User and Config.Password) or served read-only; with neither, New
-// refuses any listen address that is not a loopback address.
+// refuses any listen address that is not a loopback address. Whatever the
+// auth, a request that changes state (any method but GET, HEAD and OPTIONS)
+// must come from the server's own origin: a page on another site cannot
+// make the operator's browser pause, delete or re-run anything (see
+// http.CrossOriginProtection).
 package ops
 
 import (
@@ -17,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -28,9 +33,9 @@ import (
 
 	"github.com/otpq/otpq/internal/httpserve"
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/ratelog"
 	"github.com/otpq/otpq/internal/receipts"
 	"github.com/otpq/otpq/internal/redisconn"
-	"github.com/otpq/otpq/internal/task"
 )
 
 // UIPath is where the web UI is served.
@@ -72,9 +77,19 @@ type Server struct {
 	cfg     Config
 	handler http.Handler
 	ui      *asynqmon.HTTPHandler
-	ins     *asynq.Inspector
 	rdb     redis.UniversalClient
 	log     *slog.Logger
+	// refusals logs refused logins and cross-origin requests at a
+	// bounded rate: a peer can cause them at will.
+	refusals *ratelog.Limiter
+	// bundles are the UI scripts as served, patched (see serveBundle).
+	bundleMu sync.Mutex
+	bundles  map[string]patchedScript
+	// served are the queues workers serve, read at servedAt (see
+	// servedQueues).
+	servedMu sync.Mutex
+	served   []string
+	servedAt time.Time
 }
 
 // CheckExposure returns ErrExposed, with the way out, when addr is not a
@@ -127,9 +142,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, rdb: rdb, ins: asynq.NewInspectorFromRedisClient(rdb)}
+	s := &Server{cfg: cfg, log: cfg.Logger, rdb: rdb,
+		refusals: ratelog.New(cfg.Logger.With("component", "ops"), 0), bundles: map[string]patchedScript{}}
 	for _, c := range []prometheus.Collector{
-		metrics.NewQueueCollector(s.ins, []string{task.QueueCritical, task.QueueBulk}, cfg.Logger),
+		metrics.NewQueueCollector(rdb, cfg.Logger),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -149,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 		ReadOnly:         cfg.ReadOnly,
 	})
 	mux := http.NewServeMux()
-	mux.Handle(UIPath, s.protect(s.ui))
+	mux.Handle(UIPath, s.protect(s.uiHandler()))
 	mux.Handle(strings.TrimSuffix(UIPath, "/"), http.RedirectHandler(UIPath, http.StatusFound))
 	mux.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -158,8 +174,32 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle(receipts.Path, cfg.Callback)
 	}
 	mux.HandleFunc("/{$}", s.index)
-	s.handler = mux
+	s.handler = SameOrigin(mux, s.refusals)
 	return s, nil
+}
+
+// SameOrigin refuses, with 403, a request to h that changes state (any
+// method but GET, HEAD and OPTIONS) and that a browser reports as sent from
+// another origin: its Sec-Fetch-Site is not same-origin or none, or,
+// without that header, its Origin's host is not the request's Host.
+// Requests with neither header (curl, EngageLab's callbacks) pass. Refusals
+// are logged through log.
+func SameOrigin(h http.Handler, log *ratelog.Limiter) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.Warn("cross-origin request refused", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("client", clientIP(r)))
+		http.Error(w, "cross-origin request refused: changes must come from the UI's own origin", http.StatusForbidden)
+	}))
+	return cop.Handler(h)
+}
+
+// clientIP is the address the request came from (no port).
+func clientIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // Handler is the server's HTTP handler (for tests and embedding).
@@ -174,17 +214,17 @@ func (s *Server) Listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves on ln until ctx is done, then shuts down (see
-// httpserve.Serve) and closes the server's Redis connections.
+// Serve serves on ln until ctx is done, with httpserve's default timeouts
+// and connection bounds, then shuts down (see httpserve.Config.Serve) and
+// closes the server's Redis connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.Close()
-	return httpserve.Serve(ctx, ln, s.handler)
+	return httpserve.Config{Logger: s.log}.Serve(ctx, ln, s.handler)
 }
 
 // Close releases the Redis connections.
 func (s *Server) Close() {
 	_ = s.ui.Close()
-	_ = s.ins.Close()
 	_ = s.rdb.Close()
 }
 
@@ -201,6 +241,11 @@ func (s *Server) protect(h http.Handler) http.Handler {
 		// which half was wrong.
 		match := subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) & subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
 		if !ok || match != 1 {
+			if ok { // a browser's first request, without credentials, is no failure
+				// Neither the user name nor the password is logged (a
+				// password typed into the user field would be).
+				s.refusals.Warn("web UI login refused", slog.String("client", clientIP(r)))
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="otpq", charset="UTF-8"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return

@@ -19,6 +19,7 @@ import (
 	"github.com/otpq/otpq/internal/fakeengagelab"
 	"github.com/otpq/otpq/internal/logsink"
 	"github.com/otpq/otpq/internal/ops"
+	"github.com/otpq/otpq/internal/redisconn"
 	"github.com/otpq/otpq/internal/redistest"
 	"github.com/otpq/otpq/internal/task"
 	"github.com/otpq/otpq/producer"
@@ -48,13 +49,29 @@ type options struct {
 	worker   func(*worker.Config)
 	ops      func(*ops.Config)
 	noWorker bool // build the worker but do not start it
+	shards   int  // the worker's and the producer's shard count (0: 1)
+	cluster  bool // a Redis Cluster of 3 masters of the test's own, not a database of the shared Redis
 }
 
 // setup starts a fake provider, a worker with metrics and the ops server
 // (basic auth uiUser/uiPassword) in front of a private Redis database.
 func setup(t *testing.T, o options) bundle {
 	t.Helper()
-	db := redistest.New(t)
+	var (
+		db       *redistest.DB
+		redisURL string
+		redisOpt asynq.RedisConnOpt
+	)
+	if o.cluster {
+		cl := redistest.StartCluster(t, 3, 0)
+		redisURL = cl.URL()
+		opt, err := redisconn.Option(redisURL, nil, 10)
+		require.NoError(t, err)
+		redisOpt = opt
+	} else {
+		db = redistest.New(t)
+		redisURL, redisOpt = db.URL(), asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
+	}
 	fake := fakeengagelab.New(fakeengagelab.Config{DevKey: "key", DevSecret: canarySecret})
 	fsrv := httptest.NewServer(fake)
 	t.Cleanup(fsrv.Close)
@@ -62,7 +79,7 @@ func setup(t *testing.T, o options) bundle {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	cfg := worker.Config{
-		RedisURL: db.URL(), BaseURL: fsrv.URL, DevKey: "key", DevSecret: canarySecret,
+		RedisURL: redisURL, BaseURL: fsrv.URL, DevKey: "key", DevSecret: canarySecret, Shards: o.shards,
 		Concurrency: 4, Servers: 1, RetryMinDelay: 100 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond,
 		HTTPTimeout: 2 * time.Second, Logger: log, Registerer: reg,
 	}
@@ -76,7 +93,6 @@ func setup(t *testing.T, o options) bundle {
 	}
 	t.Cleanup(w.Shutdown)
 
-	redisOpt := asynq.RedisClientOpt{Addr: db.Addr, DB: db.Number}
 	ocfg := ops.Config{
 		Addr: "127.0.0.1:0", Redis: redisOpt, Registry: reg, Ready: w.Ready, Logger: log,
 		User: uiUser, Password: uiPassword,
@@ -89,7 +105,7 @@ func setup(t *testing.T, o options) bundle {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() { hs.Close(); srv.Close() })
 
-	p, err := producer.New(producer.Config{RedisURL: db.URL()})
+	p, err := producer.New(producer.Config{RedisURL: redisURL, Shards: o.shards})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	ins := asynq.NewInspector(redisOpt)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -148,7 +149,7 @@ func TestCanaryNeverShown(t *testing.T) {
 	}
 	for _, line := range []string{
 		`otpq_sends_total{engagelab_code="5013",outcome="dead_letter"} 1`,
-		`otpq_sends_total{engagelab_code="none",outcome="delivered"} 3`,
+		`otpq_sends_total{engagelab_code="none",outcome="accepted"} 3`,
 		`otpq_dead_letters_total{reason="bad_payload"} 1`,
 		`otpq_dead_letters_total{reason="provider_rejected"} 1`,
 		`otpq_dead_letters_total{reason="retries_exhausted"} 2`,
@@ -173,15 +174,16 @@ func TestCanaryNeverShown(t *testing.T) {
 	for _, tk := range archived.Tasks {
 		require.Contains(t, reasons, tk.ID, "unexpected archived task")
 		require.Contains(t, tk.Error, reasons[tk.ID])
-		require.Contains(t, tk.Payload, `"to": "+861*******`)
-		require.Contains(t, tk.Payload, `"id": "login"`)
+		require.True(t, strings.HasPrefix(unwrap(tk.Payload), "dead letter · "), "a dead letter's payload leads with its verdict:\n%s", tk.Payload)
+		require.Contains(t, tk.Payload, "\nto +861*******")
+		require.Contains(t, tk.Payload, " · template login")
 	}
 	var completed taskList
 	b.getJSON(t, "/queues/critical/completed_tasks?page=1&page_size=100", &completed)
 	require.Len(t, completed.Tasks, 2)
 	for _, tk := range completed.Tasks {
-		require.Contains(t, tk.Result, `"message_id": "`)
-		require.Contains(t, tk.Result, `"send_channel": "sms"`)
+		require.True(t, strings.HasPrefix(tk.Result, "accepted · sms"), tk.Result)
+		require.Contains(t, tk.Result, "\nmessage_id: ")
 	}
 	detail := bodies["/queues/critical/tasks/"+delivered]
 	require.Contains(t, detail, redact.Destination(deliveredTo))
@@ -359,4 +361,84 @@ func TestReadyzRedisStalled(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.Contains(t, string(body), "not ready: redis unreachable")
+}
+
+// The UI's script, as the ops server serves it, shows custom task IDs
+// whole: asynqmon's uuidPrefix (which cut "myid-1" to "myid") is replaced.
+// A new asynqmon whose script no longer holds that function fails here,
+// loudly, instead of shortening IDs again unnoticed.
+func TestUIScriptShowsCustomIDsWhole(t *testing.T) {
+	b := setup(t, options{noWorker: true})
+	_, index := b.do(t, http.MethodGet, "/monitoring/", true)
+	src := regexp.MustCompile(`/monitoring/static/js/main\.[0-9a-f]+\.chunk\.js`).FindString(index)
+	require.NotEmpty(t, src, "the UI's index names no main script:\n%s", index)
+	status, js := b.do(t, http.MethodGet, src, true)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, js, `.test(`, "served unpatched")
+	require.NotContains(t, b.logs.String(), "custom task IDs show cut")
+	_, err := ops.PatchUIBundle([]byte(js))
+	require.ErrorIs(t, err, ops.ErrUIBundle, "the served script still holds asynqmon's uuidPrefix")
+
+	// The replacement, in place (TestBrowserTaskSummaries sees it show
+	// "myid-1" whole in chromium).
+	patched := regexp.MustCompile(`function [\w$]+\(([\w$]+)\)\{return/\^\[0-9a-f\]\{8\}-\[0-9a-f\]\{4\}-\[0-9a-f\]\{4\}-\[0-9a-f\]\{4\}-\[0-9a-f\]\{12\}\$/i\.test\(([\w$]+)\)\?([\w$]+)\.substr\(0,8\):([\w$]+)\}`)
+	m := patched.FindStringSubmatch(js)
+	require.NotNil(t, m, "the replacement uuidPrefix is not in the served script")
+	require.Equal(t, []string{m[1], m[1], m[1]}, m[2:])
+}
+
+func TestPatchUIBundle(t *testing.T) {
+	js := []byte(`a();function cn(e){var t=e.indexOf("-");return-1===t?e:e.substr(0,t)}function sn(e,t){}`)
+	out, err := ops.PatchUIBundle(js)
+	require.NoError(t, err)
+	require.Equal(t, `a();function cn(e){return/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(e)?e.substr(0,8):e}function sn(e,t){}`, string(out))
+	for _, bad := range []string{
+		`function cn(e){return e}`, // gone
+		`function cn(e){var t=e.indexOf("-");return-1===t?e:e.substr(0,t)}function dn(e){var t=e.indexOf("-");return-1===t?e:e.substr(0,t)}`, // which one?
+		`function cn(e){var t=x.indexOf("-");return-1===t?e:e.substr(0,t)}`,                                                                  // another function
+	} {
+		_, err := ops.PatchUIBundle([]byte(bad))
+		require.ErrorIs(t, err, ops.ErrUIBundle, bad)
+	}
+}
+
+// The task lists and a task's details lead each task without a result
+// with its verdict's summary, in otpq status's words, before its payload.
+func TestUITaskSummaries(t *testing.T) {
+	const rejectedTo = "+8613800000021"
+	b := setup(t, options{})
+	b.fake.SetRules(fakeengagelab.Rule{To: rejectedTo, Status: 400, Code: 5013})
+	rejected := b.send(t, rejectedTo)
+	b.waitState(t, task.QueueCritical, rejected, asynq.TaskStateArchived)
+	want := "dead letter · engagelab 5013: Number has been blacklisted\n\nto +861*******021 · template login\n"
+
+	var archived taskList
+	b.getJSON(t, "/queues/critical/archived_tasks?page=1&page_size=100", &archived)
+	require.Len(t, archived.Tasks, 1)
+	require.True(t, strings.HasPrefix(unwrap(archived.Tasks[0].Payload), want), archived.Tasks[0].Payload)
+	var detail struct {
+		State   string `json:"state"`
+		Payload string `json:"payload"`
+		Error   string `json:"error_message"`
+	}
+	b.getJSON(t, "/queues/critical/tasks/"+rejected, &detail)
+	require.Equal(t, "archived", detail.State)
+	require.True(t, strings.HasPrefix(unwrap(detail.Payload), want), detail.Payload)
+	require.Equal(t, "engagelab 5013: Number has been blacklisted", detail.Error, "the rest of the answer is asynqmon's")
+
+	// A queued task says so; an unknown task is asynqmon's 404.
+	require.NoError(t, b.ins.PauseQueue(task.QueueCritical))
+	queued := b.send(t, "+8613800000022")
+	var pending taskList
+	b.getJSON(t, "/queues/critical/pending_tasks?page=1&page_size=100", &pending)
+	require.Len(t, pending.Tasks, 1)
+	require.Equal(t, queued, pending.Tasks[0].ID)
+	require.True(t, strings.HasPrefix(pending.Tasks[0].Payload, "queued\n\nto +861*******022"), pending.Tasks[0].Payload)
+	status, _ := b.do(t, http.MethodGet, "/monitoring/api/queues/critical/tasks/nope", true)
+	require.Equal(t, http.StatusNotFound, status)
+}
+
+// unwrap joins the lines the UI's formatter wrapped.
+func unwrap(s string) string {
+	return strings.NewReplacer("\n· ", " · ", "\n  ", " ").Replace(s)
 }

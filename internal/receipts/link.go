@@ -23,6 +23,14 @@ type Link struct {
 	To string `json:"to,omitempty"`
 	// AcceptedAt is when the provider accepted the send.
 	AcceptedAt time.Time `json:"at"`
+	// CodeFingerprint is redact.Fingerprint of the task's code: the
+	// receipts' provider text is scrubbed of the code with it, after the
+	// code itself is gone. Empty for links of older builds and codes too
+	// short to fingerprint.
+	CodeFingerprint string `json:"cf,omitempty"`
+	// Trace is the W3C traceparent of the delivery attempt's span, when it
+	// was recorded: the receipt's span continues it. Empty otherwise.
+	Trace string `json:"tp,omitempty"`
 }
 
 // LinkKey is the Redis key of the link of messageID for a task of queue:

@@ -4,19 +4,23 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otpq/otpq/internal/metrics"
+	"github.com/otpq/otpq/internal/ratelog"
+	"github.com/otpq/otpq/internal/shard"
 	"github.com/otpq/otpq/internal/task"
+	"github.com/otpq/otpq/internal/tracing"
 )
 
 // Path is where the receiver is served.
@@ -31,9 +35,9 @@ const (
 	// DefaultPollInterval is how often held receipts are matched with
 	// links that appeared since.
 	DefaultPollInterval = 500 * time.Millisecond
-	// answerWithin bounds the Redis work of one request: EngageLab marks
-	// the URL unavailable when it gets no answer within 3 s.
-	answerWithin = 2500 * time.Millisecond
+	// DefaultAnswerWithin bounds the Redis work of one request: EngageLab
+	// marks the URL unavailable when it gets no answer within 3 s.
+	DefaultAnswerWithin = 2500 * time.Millisecond
 )
 
 // Config configures a Receiver. Zero values mean the documented defaults.
@@ -42,7 +46,9 @@ type Config struct {
 	Redis redis.UniversalClient
 	// Credentials verify callbacks; zero verifies nothing.
 	Credentials Credentials
-	// Queues are searched for a message_id's link; default critical, bulk.
+	// Queues are searched for a message_id's link; default every shard
+	// of critical and bulk that workers serve (see internal/shard; read
+	// from Redis once), which is critical and bulk unsharded.
 	Queues []string
 	// Window is the replay window: signed timestamps further from now are
 	// refused, nonces are remembered this long (twice). Default 5 minutes.
@@ -53,8 +59,21 @@ type Config struct {
 	History int
 	// PendingTTL is how long a receipt without a link is held; default 10 minutes.
 	PendingTTL time.Duration
+	// MaxHeld caps the receipts held without a link, across all workers
+	// sharing the Redis; default DefaultMaxHeld (10,000). Past it, and past
+	// MaxHeldBytes, new ones are dropped and counted
+	// (otpq_callback_rows_dropped_total), so that receipts for unknown
+	// message_ids cannot fill Redis.
+	MaxHeld int
+	// MaxHeldBytes caps the bytes of held receipts; default
+	// DefaultMaxHeldBytes (8 MiB).
+	MaxHeldBytes int64
 	// PollInterval is how often held receipts are matched; default 500 ms.
 	PollInterval time.Duration
+	// AnswerWithin bounds the Redis work of one callback request; past it
+	// the request is answered 503 and EngageLab retries. Default 2.5 s
+	// (EngageLab gives up on an answer after 3 s).
+	AnswerWithin time.Duration
 	// StreamMaxLen bounds the receipt stream; default 100000, negative: no stream.
 	StreamMaxLen int64
 	// Registerer receives the receipt metrics; nil: none.
@@ -63,6 +82,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// TracerProvider makes a span per receipt applied to its task, a child
+	// of the delivery attempt that sent the code (see the README's Tracing
+	// section); nil uses the global provider, a no-op unless set.
+	TracerProvider trace.TracerProvider
 }
 
 // Receiver is the http.Handler of EngageLab's status callbacks, and the
@@ -72,6 +95,21 @@ type Receiver struct {
 	rdb redis.UniversalClient
 	m   *metrics.Receipts
 	log *slog.Logger
+
+	tracer tracing.Tracer
+	// traced serves a request inside a server span (serverSpans) when
+	// tracing is on.
+	traced http.Handler
+
+	mu     sync.Mutex
+	cursor int64 // where the matcher's next pass starts in the held set
+	qmu    sync.Mutex
+	queues []string // the shard queues once read (searched)
+
+	// refusals logs refused callbacks and dropped held receipts at a
+	// bounded rate (a sender can cause one a request); the metrics count
+	// each.
+	refusals *ratelog.Limiter
 }
 
 // NewReceiver checks cfg and builds a Receiver.
@@ -82,9 +120,7 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 	if err := cfg.Credentials.Check(); err != nil {
 		return nil, err
 	}
-	if len(cfg.Queues) == 0 {
-		cfg.Queues = []string{task.QueueCritical, task.QueueBulk}
-	}
+
 	if cfg.Window <= 0 {
 		cfg.Window = DefaultWindow
 	}
@@ -97,8 +133,17 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 	if cfg.PendingTTL <= 0 {
 		cfg.PendingTTL = DefaultPendingTTL
 	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = DefaultMaxHeld
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = DefaultMaxHeldBytes
+	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.AnswerWithin <= 0 {
+		cfg.AnswerWithin = DefaultAnswerWithin
 	}
 	if cfg.StreamMaxLen == 0 {
 		cfg.StreamMaxLen = DefaultStreamMaxLen
@@ -109,7 +154,11 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Receiver{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "receipts")}
+	r := &Receiver{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "receipts"), tracer: tracing.NewTracer(cfg.TracerProvider)}
+	r.refusals = ratelog.New(r.log, 0)
+	if tracing.Enabled {
+		r.traced = serverSpans(http.HandlerFunc(r.serve), tracing.Provider(cfg.TracerProvider))
+	}
 	if cfg.Registerer != nil {
 		m, err := metrics.NewReceipts(cfg.Registerer, KnownStatuses())
 		if err != nil {
@@ -123,14 +172,24 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 // ServeHTTP answers a callback: 200 for everything accepted (the URL
 // check, receipts, rows it ignores, unknown message_ids), 401 for a bad
 // signature, authorization or a replay, 400/413 for a malformed or too
-// large body, 503 when Redis fails (EngageLab then retries).
+// large body, 503 when Redis fails (EngageLab then retries). With tracing
+// on, each request is a server span, which the receipts it applies link to.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if tracing.Enabled && r.traced != nil && !r.tracer.Off() {
+		r.traced.ServeHTTP(w, req)
+		return
+	}
+	r.serve(w, req)
+}
+
+// serve is ServeHTTP without the server span.
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), answerWithin)
+	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.AnswerWithin)
 	defer cancel()
 	now := r.cfg.Now()
 	id, err := r.cfg.Credentials.verify(req.Header.Get(HeaderCallbackID), req.Header.Get("Authorization"))
@@ -192,7 +251,7 @@ func (r *Receiver) refuse(w http.ResponseWriter, err error) {
 		result = metrics.CallbackUnauthorized
 	}
 	r.m.Request(result)
-	r.log.Warn("callback refused", "result", result, "reason", err.Error())
+	r.refusals.Warn("callback refused: "+result, slog.String("result", result), slog.String("reason", err.Error()))
 	http.Error(w, "unauthorized", http.StatusUnauthorized)
 }
 
@@ -208,13 +267,30 @@ func nonceKey(id CallbackID) string {
 	return "otpq:callback:nonce:" + hex.EncodeToString(h[:16])
 }
 
+// dropReason is the metric reason of a row eventOf refused.
+func dropReason(err error) string {
+	switch {
+	case errors.Is(err, errBadTime):
+		return metrics.DropBadTime
+	case errors.Is(err, errBadCost):
+		return metrics.DropBadCost
+	}
+	return metrics.DropBadType
+}
+
 // handle records the rows of one request and returns its result label.
+// A row that cannot be stored (out of range, wrong type, over the held
+// caps) is skipped and counted; only a Redis failure fails the request.
 func (r *Receiver) handle(ctx context.Context, rows []Row, now time.Time) (string, error) {
 	var events []Event
 	for _, row := range rows {
-		e, ok := EventOf(row, now)
-		if !ok {
+		e, err := eventOf(row, now)
+		switch {
+		case errors.Is(err, errNotReceipt):
 			r.m.Row(metrics.RowIgnored)
+			continue
+		case err != nil:
+			r.m.Dropped(dropReason(err))
 			continue
 		}
 		events = append(events, e)
@@ -231,13 +307,11 @@ func (r *Receiver) handle(ctx context.Context, rows []Row, now time.Time) (strin
 		return "", err
 	}
 	result := metrics.CallbackUnknownMessage
+	var held []heldRow
 	for _, e := range events {
 		l, ok := links[e.MessageID]
 		if !ok {
-			if err := r.hold(ctx, e, now); err != nil {
-				return "", err
-			}
-			r.m.Row(metrics.RowPending)
+			held = append(held, heldRow{e: e, deadline: now.Add(r.cfg.PendingTTL)})
 			continue
 		}
 		label, err := r.record(ctx, l, e, now)
@@ -247,7 +321,30 @@ func (r *Receiver) handle(ctx context.Context, rows []Row, now time.Time) (strin
 		r.m.Row(label)
 		result = metrics.CallbackOK
 	}
+	if err := r.hold(ctx, held); err != nil {
+		return "", err
+	}
 	return result, nil
+}
+
+// searched is the queues lookup searches: Config.Queues, else every
+// shard of each class that workers serve, as Redis records them (read
+// once; critical and bulk, read again next time, while Redis fails).
+func (r *Receiver) searched(ctx context.Context) []string {
+	if len(r.cfg.Queues) > 0 {
+		return r.cfg.Queues
+	}
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	if r.queues != nil {
+		return r.queues
+	}
+	l, err := shard.Read(ctx, r.rdb)
+	if err != nil {
+		return []string{task.QueueCritical, task.QueueBulk}
+	}
+	r.queues = shard.All(l.Served)
+	return r.queues
 }
 
 // linked is a link with its remaining life.
@@ -256,41 +353,62 @@ type linked struct {
 	ttl time.Duration
 }
 
-// lookup finds the links of message ids in every queue, in one round trip.
+// lookup finds the links of message ids in every queue: one MGET per queue
+// (a queue's links share its hash slot), then the remaining life of those
+// found, in two round trips whatever the number of ids.
 func (r *Receiver) lookup(ctx context.Context, mids []string) (map[string]linked, error) {
+	queues := r.searched(ctx)
 	pipe := r.rdb.Pipeline()
-	type probe struct {
-		mid string
-		get *redis.StringCmd
-		ttl *redis.DurationCmd
-	}
-	var probes []probe
-	for _, mid := range mids {
-		for _, q := range r.cfg.Queues {
-			k := LinkKey(q, mid)
-			probes = append(probes, probe{mid, pipe.Get(ctx, k), pipe.PTTL(ctx, k)})
+	gets := make([]*redis.SliceCmd, len(queues))
+	for i, q := range queues {
+		keys := make([]string, len(mids))
+		for j, mid := range mids {
+			keys[j] = LinkKey(q, mid)
 		}
+		gets[i] = pipe.MGet(ctx, keys...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("receipts: look up links: %w", err)
 	}
 	out := make(map[string]linked, len(mids))
-	for _, p := range probes {
-		if _, done := out[p.mid]; done || p.get.Err() != nil {
-			continue
+	var found, keys []string
+	for i, q := range queues {
+		for j, v := range gets[i].Val() {
+			s, ok := v.(string)
+			if _, done := out[mids[j]]; done || !ok {
+				continue
+			}
+			l, err := DecodeLink(s)
+			if err != nil {
+				r.log.Warn("undecodable link", "queue", q, "message_id", mids[j], "error", err.Error())
+				continue
+			}
+			out[mids[j]] = linked{Link: l}
+			found, keys = append(found, mids[j]), append(keys, LinkKey(q, mids[j]))
 		}
-		l, err := DecodeLink(p.get.Val())
-		if err != nil {
-			r.log.Warn("undecodable link", "message_id", p.mid, "error", err.Error())
-			continue
-		}
-		out[p.mid] = linked{Link: l, ttl: p.ttl.Val()}
+	}
+	if len(found) == 0 {
+		return out, nil
+	}
+	pipe = r.rdb.Pipeline()
+	ttls := make([]*redis.DurationCmd, len(found))
+	for i, k := range keys {
+		ttls[i] = pipe.PTTL(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("receipts: look up links: %w", err)
+	}
+	for i, mid := range found {
+		l := out[mid]
+		l.ttl = ttls[i].Val()
+		out[mid] = l
 	}
 	return out, nil
 }
 
 // record applies e to l's task and reports the row's result label.
 func (r *Receiver) record(ctx context.Context, l linked, e Event, now time.Time) (string, error) {
+	e.ErrorDetail = detailText(e.ErrorDetail, l.CodeFingerprint)
 	if e.MaskedTo != "" && l.To != "" && e.MaskedTo != l.To {
 		r.log.Warn("receipt destination differs from the task's; dropped", "task_id", l.TaskID, "message_id", e.MessageID, "to", l.To, "receipt_to", e.MaskedTo)
 		return metrics.RowMismatch, nil
@@ -302,6 +420,7 @@ func (r *Receiver) record(ctx context.Context, l linked, e Event, now time.Time)
 	if a.Duplicate {
 		return metrics.RowDuplicate, nil
 	}
+	r.traceReceipt(ctx, l.Link, e, !a.Taken)
 	r.m.Received(e.Status, e.Channel)
 	if !a.Taken {
 		return metrics.RowStale, nil
@@ -330,106 +449,44 @@ func (r *Receiver) record(ctx context.Context, l linked, e Event, now time.Time)
 	return metrics.RowApplied, nil
 }
 
-// hold keeps e until its message_id's link appears (Run attaches it) or
-// PendingTTL passes.
-func (r *Receiver) hold(ctx context.Context, e Event, now time.Time) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("receipts: hold: %w", err)
-	}
-	k := pendingRowPrefix + e.MessageID
-	pipe := r.rdb.TxPipeline()
-	pipe.RPush(ctx, k, b)
-	pipe.LTrim(ctx, k, -maxPendingRows, -1)
-	pipe.PExpire(ctx, k, r.cfg.PendingTTL+time.Minute)
-	pipe.ZAddNX(ctx, pendingSetKey, redis.Z{Score: float64(now.Add(r.cfg.PendingTTL).UnixMilli()), Member: e.MessageID})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("receipts: hold: %w", err)
-	}
-	return nil
-}
+// receiptSpan are the start options of a receipt's span.
+var receiptSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 
-// Run attaches held receipts to links that appeared since, every
-// PollInterval, until ctx is done. Every worker runs one; they agree
-// through Redis (the one that removes a message_id from the pending set
-// attaches its receipts).
-func (r *Receiver) Run(ctx context.Context) {
-	t := time.NewTicker(r.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// traceReceipt records a receipt applied to l's task as a span: a child of
+// the delivery attempt the link names (and linked to it), so that the
+// send's trace holds its receipt; when it is applied inside the callback
+// request's server span, a link to that span too (one request may carry
+// the receipts of many sends, each in its own trace: the request's span
+// cannot be the parent of them all). Without an attempt to follow, it is
+// a child of the request's span (or a root span for a held receipt
+// matched later). Its attributes hold no provider text: the error detail
+// may quote the code before it is scrubbed.
+func (r *Receiver) traceReceipt(ctx context.Context, l Link, e Event, stale bool) {
+	if !tracing.Enabled {
+		return
+	}
+	request := trace.SpanContextFromContext(ctx)
+	attempt := tracing.ParseTraceParent(l.Trace)
+	ctx, opts := tracing.Follows(ctx, attempt, receiptSpan)
+	if attempt.IsValid() && request.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: request}))
+	}
+	_, span := r.tracer.Start(ctx, tracing.SpanReceipt, opts...)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.TaskID.String(l.TaskID), tracing.Queue.String(l.Queue),
+			tracing.MessageID.String(e.MessageID), tracing.ReceiptStatus.String(e.Status))
+		if e.Channel != "" {
+			span.SetAttributes(tracing.Channel.String(e.Channel))
 		}
-		// Debug only: a Redis outage is reported once, by the worker.
-		if _, err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			r.log.Debug("matching held receipts", "error", err.Error())
+		if e.ErrorCode != 0 {
+			span.SetAttributes(tracing.ReceiptErrorCode.Int(e.ErrorCode))
+		}
+		if stale {
+			span.SetAttributes(tracing.ReceiptStale.Bool(true))
+		}
+		if l.To != "" {
+			span.SetAttributes(tracing.To.String(l.To)) // masked when linked
 		}
 	}
-}
-
-// reconcileBatch bounds one pass.
-const reconcileBatch = 200
-
-// Reconcile makes one pass over the held receipts: those whose link now
-// exists are recorded, those held past PendingTTL are dropped (counted as
-// expired). It returns how many message_ids were attached.
-func (r *Receiver) Reconcile(ctx context.Context) (int, error) {
-	zs, err := r.rdb.ZRangeWithScores(ctx, pendingSetKey, 0, reconcileBatch-1).Result()
-	if err != nil || len(zs) == 0 {
-		return 0, err
-	}
-	mids := make([]string, len(zs))
-	for i, z := range zs {
-		mids[i], _ = z.Member.(string)
-	}
-	links, err := r.lookup(ctx, mids)
-	if err != nil {
-		return 0, err
-	}
-	now := r.cfg.Now()
-	attached := 0
-	for i, z := range zs {
-		mid := mids[i]
-		l, found := links[mid]
-		if !found && z.Score > float64(now.UnixMilli()) {
-			continue
-		}
-		// Whoever removes the message_id owns its held receipts.
-		n, err := r.rdb.ZRem(ctx, pendingSetKey, mid).Result()
-		if err != nil {
-			return attached, err
-		}
-		if n == 0 {
-			continue
-		}
-		k := pendingRowPrefix + mid
-		pipe := r.rdb.TxPipeline()
-		lr := pipe.LRange(ctx, k, 0, -1)
-		pipe.Del(ctx, k)
-		if _, err := pipe.Exec(ctx); err != nil {
-			return attached, fmt.Errorf("receipts: take held receipts: %w", err)
-		}
-		for _, s := range lr.Val() {
-			if !found {
-				r.m.Row(metrics.RowExpired)
-				continue
-			}
-			var e Event
-			if json.Unmarshal([]byte(s), &e) != nil {
-				continue
-			}
-			if _, err := r.record(ctx, l, e, now); err != nil {
-				return attached, err
-			}
-			r.m.Row(metrics.RowAttached)
-		}
-		if found {
-			attached++
-		} else {
-			r.log.Info("receipt for an unknown message_id dropped after waiting for its task", "message_id", mid, "waited", r.cfg.PendingTTL)
-		}
-	}
-	return attached, nil
+	span.End()
 }

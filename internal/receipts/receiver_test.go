@@ -284,9 +284,10 @@ func TestMultiRowBodyBothSpellingsAndNotifications(t *testing.T) {
 	require.Equal(t, "delivered_failed", r2.RawStatus)
 	r3 := b.load(t, "critical", "t3")
 	require.Equal(t, StatusDeliveredFailed, r3.State)
-	require.Equal(t, "delivered_fail", r3.History[0].Status, "the history keeps the raw spelling")
+	require.Equal(t, Stage{Status: "delivered_failed", RawStatus: "delivered_fail", Channel: r3.History[0].Channel, At: r3.History[0].At, ErrorCode: r3.History[0].ErrorCode}, r3.History[0], "one spelling, the raw value beside it")
 	require.Equal(t, 1.0, b.requests("ok"))
-	require.Equal(t, 2.0, counter(b.reg, "otpq_callback_rows_total", map[string]string{"result": "ignored"}))
+	require.Equal(t, 1.0, counter(b.reg, "otpq_callback_rows_total", map[string]string{"result": "ignored"}))
+	require.Equal(t, 1.0, counter(b.reg, "otpq_callback_rows_dropped_total", map[string]string{"reason": "bad_type"}), "the row that is not an object")
 	require.Equal(t, 2.0, counter(b.reg, "otpq_receipts_total", map[string]string{"status": "delivered_failed", "channel": "sms"}))
 
 	// A body of notifications only is acknowledged and counted.
@@ -392,9 +393,9 @@ func TestCallbackBeforeLinkIsAttachedLater(t *testing.T) {
 	cancel()
 	<-done
 	require.Equal(t, 1.0, counter(b.reg, "otpq_callback_rows_total", map[string]string{"result": "attached"}))
-	card, err := b.rdb.ZCard(context.Background(), pendingSetKey).Result()
-	require.NoError(t, err)
-	require.Zero(t, card)
+	for _, k := range heldKeys {
+		require.Zero(t, b.rdb.Exists(context.Background(), k).Val(), "nothing left held: %s", k)
+	}
 }
 
 func TestHeldReceiptExpires(t *testing.T) {
@@ -404,7 +405,7 @@ func TestHeldReceiptExpires(t *testing.T) {
 	_, err := b.recv.Reconcile(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, 1.0, counter(b.reg, "otpq_callback_rows_total", map[string]string{"result": "expired"}))
-	require.Zero(t, b.rdb.Exists(context.Background(), pendingRowPrefix+"ghost").Val())
+	require.False(t, b.rdb.HExists(context.Background(), heldKey, "ghost").Val())
 }
 
 func TestDestinationMismatchDropped(t *testing.T) {
@@ -459,4 +460,31 @@ func TestStreamEntries(t *testing.T) {
 	raw, err := json.Marshal(last)
 	require.NoError(t, err)
 	require.NotContains(t, string(raw), "8618701235678")
+}
+
+// Two stages of one rank within one second (sent on WhatsApp, then sent on
+// SMS) keep the order they arrived in, even when the first came before the
+// task's receipt link was stored and was attached later by the matcher.
+func TestSameSecondStagesKeepArrivalOrder(t *testing.T) {
+	b := setup(t, Credentials{})
+	ts := b.now.Now().Unix()
+	rowCh := func(status, c string) string {
+		return strings.Replace(row("m1", "", status, ts, ""), `"current_send_channel":"sms"`, fmt.Sprintf(`"current_send_channel":%q`, c), 1)
+	}
+	require.Equal(t, http.StatusOK, b.post(t, body(rowCh("sent", "whatsapp")), nil))
+	require.Equal(t, 1.0, b.requests("unknown_message"), "no link yet: held")
+	b.now.Add(300 * time.Millisecond)
+	b.link(t, "critical", "t1", "m1", "", b.now.Now())
+	require.Equal(t, http.StatusOK, b.post(t, body(rowCh("sent", "sms")), nil))
+	n, err := b.recv.Reconcile(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the held row is attached after the later one")
+	// A duplicate of the held row is still recognised as one.
+	require.Equal(t, http.StatusOK, b.post(t, body(rowCh("sent", "whatsapp")), nil))
+	r := b.load(t, "critical", "t1")
+	var got []string
+	for _, s := range r.History {
+		got = append(got, s.Status+"/"+s.Channel)
+	}
+	require.Equal(t, []string{"sent/whatsapp", "sent/sms"}, got)
 }

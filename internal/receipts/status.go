@@ -1,6 +1,10 @@
 package receipts
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/otpq/otpq/internal/outcome"
+)
 
 // Canonical status values. EngageLab spells the failure values two ways
 // (sent_fail and sent_failed, delivered_fail and delivered_failed); otpq's
@@ -86,4 +90,18 @@ func classify(raw string) (canonical string, tier, rank int) {
 		return raw, tierUnknown, 0
 	}
 	return si.canonical, si.tier, si.tier*10 + si.stage
+}
+
+// StateVerdict is the verdict of a (canonical or raw) receipt state:
+// delivered (delivered, read, verified*), failed (target_invalid,
+// sent_failed, delivered_failed) or pending (anything else, unknown values
+// included: they never end a delivery).
+func StateVerdict(status string) outcome.Verdict {
+	switch si := statuses[strings.ToLower(strings.TrimSpace(status))]; si.tier {
+	case tierDone, tierAfter:
+		return outcome.Delivered
+	case tierFailed:
+		return outcome.Failed
+	}
+	return outcome.Pending
 }

@@ -1,15 +1,20 @@
 package receipts
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/otpq/otpq/internal/outcome"
 )
 
 // Store defaults.
@@ -29,22 +34,24 @@ const (
 // StreamKey is the Redis Stream of receipt state changes (see Entry).
 const StreamKey = "otpq:receipts"
 
-// Keys of receipts not linked yet: one list per message_id and a sorted
-// set of message_ids by deadline, in one hash slot.
-const (
-	pendingSetKey    = "otpq:{receipts}:pending"
-	pendingRowPrefix = "otpq:{receipts}:pending:"
-	maxPendingRows   = 20
-)
-
 // ReceiptKey is the hash holding the delivery receipt of a task:
 // otpq:{<queue>}:receipt:<task id>, in the queue's hash slot.
 func ReceiptKey(queue, taskID string) string {
 	return "otpq:{" + queue + "}:receipt:" + taskID
 }
 
-// historyKey is the list of stages of a receipt.
-func historyKey(queue, taskID string) string { return ReceiptKey(queue, taskID) + ":h" }
+// historyKey is the list of stages of a receipt:
+// otpq:{<queue>}:receipt-history:<task id>. Its own prefix, not a suffix of
+// ReceiptKey: a task ID may end in anything the ID rules allow, so the
+// history of task X must never be the receipt of a task named "X:h".
+func historyKey(queue, taskID string) string {
+	return "otpq:{" + queue + "}:receipt-history:" + taskID
+}
+
+// legacyHistoryKey is where builds before the receipt-history prefix kept
+// the history: ReceiptKey + ":h". That name is also the receipt (a hash)
+// of a task whose ID ends in ":h", so it is read only when it is a list.
+func legacyHistoryKey(queue, taskID string) string { return ReceiptKey(queue, taskID) + ":h" }
 
 // Receipt is the delivery receipt of a task: what EngageLab reported after
 // accepting the send. It holds no code and only a masked destination.
@@ -71,20 +78,39 @@ type Receipt struct {
 	// UpdatedAt is when the last callback arrived.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// ErrorCode and ErrorDetail are the provider's error of the current
-	// state (detail cleaned and capped: digits runs and addresses scrubbed).
+	// state (detail cleaned and capped: the task's code, runs of digits and
+	// addresses scrubbed).
 	ErrorCode   int    `json:"error_code,omitempty"`
 	ErrorDetail string `json:"error_detail,omitempty"`
 	// Cost is the sum billed over the receipts (each counted once), in
 	// Currency (USD).
 	Cost     float64 `json:"cost,omitempty"`
 	Currency string  `json:"currency,omitempty"`
-	// History holds the last stages received, oldest first by their time.
+	// History holds the last stages received, oldest first by their time
+	// (stages of the same second in lifecycle order).
 	History []Stage `json:"history,omitempty"`
+}
+
+// Verdict is the receipt's verdict: delivered, failed or pending.
+func (r *Receipt) Verdict() outcome.Verdict { return StateVerdict(r.State) }
+
+// SinceAccepted is how long after acceptance t was reported, never
+// negative: EngageLab reports whole seconds, so a state reported in the
+// second of acceptance can carry a time before it; that is 0. ok is false
+// without an acceptance time or t.
+func (r *Receipt) SinceAccepted(t time.Time) (d time.Duration, ok bool) {
+	if r.AcceptedAt.IsZero() || t.IsZero() {
+		return 0, false
+	}
+	return max(t.Sub(r.AcceptedAt), 0), true
 }
 
 // Stage is one status callback as received.
 type Stage struct {
-	Status    string    `json:"status"` // raw value
+	// Status is the canonical spelling (as Receipt.State); RawStatus the
+	// value EngageLab sent, set only when it differs (delivered_fail).
+	Status    string    `json:"status"`
+	RawStatus string    `json:"raw_status,omitempty"`
 	Channel   string    `json:"channel,omitempty"`
 	At        time.Time `json:"at"`
 	ErrorCode int       `json:"error_code,omitempty"`
@@ -105,16 +131,28 @@ type stageJSON struct {
 // when the event's tier is higher, or equal with a later or equal rank and
 // time: see the tier constants.
 //
-// KEYS: receipt hash, history list. ARGV: stage json, state, raw, rank,
+// A history still under its legacy name (a list at KEYS[3]; a hash there is
+// another task's receipt) is moved to KEYS[2] first, so duplicates recorded
+// before an upgrade are still recognised.
+//
+// KEYS: receipt hash, history list, legacy history. ARGV: stage json, state, raw, rank,
 // tier, at ms, channel, error code, error detail, cost, currency, now ms,
-// ttl ms, history max, message_id, masked to, accepted_at ms.
+// ttl ms, history max, message_id, masked to, accepted_at ms, history entry.
+//
+// A history entry is the stage json, then "|" and the millisecond the
+// callback arrived (entries of earlier builds have no suffix); duplicates are
+// recognised by the stage json alone.
 // Returns {applied (0/1), duplicate (0/1), previous state}.
 var applyScript = redis.NewScript(`
-local hist = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 1, #hist do
-  if hist[i] == ARGV[1] then return {0, 1, ''} end
+if redis.call('TYPE', KEYS[3]).ok == 'list' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RENAME', KEYS[3], KEYS[2])
 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
+local hist = redis.call('LRANGE', KEYS[2], 0, -1)
+local dup = ARGV[1] .. '|'
+for i = 1, #hist do
+  if hist[i] == ARGV[1] or string.sub(hist[i], 1, #dup) == dup then return {0, 1, ''} end
+end
+redis.call('RPUSH', KEYS[2], ARGV[18])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[14]), -1)
 local cur = redis.call('HMGET', KEYS[1], 'state', 'rank', 'tier', 'at')
 local prev = cur[1] or ''
@@ -159,6 +197,10 @@ type applied struct {
 func apply(ctx context.Context, rdb redis.Cmdable, l Link, e Event, ttl time.Duration, history int, now time.Time) (applied, error) {
 	_, tier, rank := classify(e.Raw)
 	stage, _ := json.Marshal(stageJSON{Status: e.Raw, Channel: e.Channel, At: e.At.UnixMilli(), ErrorCode: e.ErrorCode})
+	entry := string(stage)
+	if !e.Received.IsZero() {
+		entry += "|" + strconv.FormatInt(e.Received.UnixMilli(), 10)
+	}
 	if ttl < MinTTL {
 		ttl = MinTTL
 	}
@@ -170,10 +212,10 @@ func apply(ctx context.Context, rdb redis.Cmdable, l Link, e Event, ttl time.Dur
 	if to == "" {
 		to = e.MaskedTo
 	}
-	res, err := applyScript.Run(ctx, rdb, []string{ReceiptKey(l.Queue, l.TaskID), historyKey(l.Queue, l.TaskID)},
+	res, err := applyScript.Run(ctx, rdb, []string{ReceiptKey(l.Queue, l.TaskID), historyKey(l.Queue, l.TaskID), legacyHistoryKey(l.Queue, l.TaskID)},
 		string(stage), e.Status, e.Raw, rank, tier, e.At.UnixMilli(), e.Channel, e.ErrorCode, e.ErrorDetail,
 		strconv.FormatFloat(e.Cost, 'f', -1, 64), e.Currency, now.UnixMilli(), ttl.Milliseconds(), history,
-		e.MessageID, to, acc).Slice()
+		e.MessageID, to, acc, entry).Slice()
 	if err != nil {
 		return applied{}, fmt.Errorf("receipts: record: %w", err)
 	}
@@ -186,11 +228,15 @@ func apply(ctx context.Context, rdb redis.Cmdable, l Link, e Event, ttl time.Dur
 }
 
 // Load reads the receipt of a task; nil, nil when there is none (no
-// callback yet, callbacks not configured, or expired).
+// callback yet, callbacks not configured, or expired). Values stored by
+// earlier builds that cannot be shown (a time past year 9999, a cost that
+// is not a finite positive number) read as absent, so a receipt never makes
+// a status unreadable.
 func Load(ctx context.Context, rdb redis.Cmdable, queue, taskID string) (*Receipt, error) {
 	pipe := rdb.Pipeline()
 	hc := pipe.HGetAll(ctx, ReceiptKey(queue, taskID))
 	lc := pipe.LRange(ctx, historyKey(queue, taskID), 0, -1)
+	tc := pipe.Type(ctx, legacyHistoryKey(queue, taskID))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("receipts: load: %w", err)
 	}
@@ -198,12 +244,20 @@ func Load(ctx context.Context, rdb redis.Cmdable, queue, taskID string) (*Receip
 	if len(h) == 0 || h["state"] == "" {
 		return nil, nil
 	}
+	stages := lc.Val()
+	if len(stages) == 0 && tc.Val() == "list" {
+		old, err := rdb.LRange(ctx, legacyHistoryKey(queue, taskID), 0, -1).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("receipts: load: %w", err)
+		}
+		stages = old
+	}
 	ms := func(k string) time.Time {
 		v, err := strconv.ParseInt(h[k], 10, 64)
-		if err != nil || v == 0 {
+		if err != nil {
 			return time.Time{}
 		}
-		return time.UnixMilli(v).UTC()
+		return showable(v)
 	}
 	r := &Receipt{
 		MessageID: h["message_id"], State: h["state"], RawStatus: h["raw"], Channel: h["channel"], To: h["to"],
@@ -213,13 +267,64 @@ func Load(ctx context.Context, rdb redis.Cmdable, queue, taskID string) (*Receip
 	tier, _ := strconv.Atoi(h["tier"])
 	r.Final = tier >= tierFailed
 	r.ErrorCode, _ = strconv.Atoi(h["error_code"])
-	r.Cost, _ = strconv.ParseFloat(h["cost"], 64)
-	for _, s := range lc.Val() {
+	if c, err := strconv.ParseFloat(h["cost"], 64); err == nil && c > 0 && !math.IsInf(c, 0) {
+		r.Cost = c
+	}
+	type arrived struct {
+		st   Stage
+		recv int64 // ms the callback arrived; 0: not recorded
+	}
+	all := make([]arrived, 0, len(stages))
+	for _, s := range stages {
+		js, recv := s, int64(0)
+		if i := strings.LastIndexByte(s, '}'); i >= 0 && strings.HasPrefix(s[i+1:], "|") {
+			js = s[:i+1]
+			recv, _ = strconv.ParseInt(s[i+2:], 10, 64)
+		}
 		var sj stageJSON
-		if json.Unmarshal([]byte(s), &sj) == nil {
-			r.History = append(r.History, Stage{Status: sj.Status, Channel: sj.Channel, At: time.UnixMilli(sj.At).UTC(), ErrorCode: sj.ErrorCode})
+		if json.Unmarshal([]byte(js), &sj) == nil {
+			st := Stage{Status: sj.Status, Channel: sj.Channel, At: showable(sj.At), ErrorCode: sj.ErrorCode}
+			if c, known := Canonical(sj.Status); known && c != sj.Status {
+				st.Status, st.RawStatus = c, sj.Status
+			}
+			all = append(all, arrived{st, recv})
 		}
 	}
-	slices.SortStableFunc(r.History, func(a, b Stage) int { return a.At.Compare(b.At) })
+	// EngageLab's times are whole seconds: stages within one second are
+	// put in lifecycle order (sent before delivered_failed), then in the
+	// order they arrived. The list itself is in the order they were
+	// recorded, and a callback that came before its task's receipt link was
+	// stored is recorded later, when the matcher attaches it: otpq dev once
+	// showed "sent via sms → sent via whatsapp" for that reason.
+	slices.SortStableFunc(all, func(a, b arrived) int {
+		if c := a.st.At.Compare(b.st.At); c != 0 {
+			return c
+		}
+		_, _, ra := classify(a.st.Status)
+		_, _, rb := classify(b.st.Status)
+		if ra != rb {
+			return ra - rb
+		}
+		if a.recv != 0 && b.recv != 0 {
+			return cmp.Compare(a.recv, b.recv)
+		}
+		return 0
+	})
+	for _, a := range all {
+		r.History = append(r.History, a.st)
+	}
 	return r, nil
+}
+
+// showable is the time of a stored Unix millisecond value, zero when it is
+// 0 or outside the years JSON (RFC 3339) can show.
+func showable(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	t := time.UnixMilli(ms).UTC()
+	if t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}
+	}
+	return t
 }

@@ -14,7 +14,7 @@ import (
 // task's delivery state. Fields of the stored entry, all strings:
 //
 //	task_id      the otpq task ID
-//	queue        critical or bulk
+//	queue        the task's queue: critical or bulk, or a shard of one (critical-1dp…; see internal/shard, whose ClassOf gives the class)
 //	message_id   EngageLab's message_id
 //	status       canonical state (delivered, delivered_failed, sent_failed, target_invalid, sent, …; unknown values verbatim)
 //	raw_status   the value EngageLab sent (sent_fail and sent_failed both occur)

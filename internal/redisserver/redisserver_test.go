@@ -188,3 +188,22 @@ func TestACLDefaultUserOff(t *testing.T) {
 	defer c.Close()
 	require.NoError(t, c.Ping(ctx).Err())
 }
+
+// The slots split as redis-cli --cluster create splits them: 3 masters
+// own 0-5460, 5461-10922, 10923-16383, and every count covers the 16384
+// slots once, in order, each master within one slot of 16384/masters.
+func TestSlotRanges(t *testing.T) {
+	require.Equal(t, [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}, redisserver.SlotRanges(3))
+	require.Equal(t, [][2]int{{0, 16383}}, redisserver.SlotRanges(1))
+	for masters := 1; masters <= 100; masters++ {
+		r := redisserver.SlotRanges(masters)
+		require.Len(t, r, masters)
+		next := 0
+		for _, x := range r {
+			require.Equal(t, next, x[0], "%d masters: %v", masters, r)
+			require.InDelta(t, 16384.0/float64(masters), float64(x[1]-x[0]+1), 1, "%d masters: %v", masters, r)
+			next = x[1] + 1
+		}
+		require.Equal(t, 16384, next)
+	}
+}

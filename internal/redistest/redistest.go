@@ -1,8 +1,10 @@
 // Package redistest gives integration tests a real Redis database of their
-// own. Tests run against the server at $OTPQ_TEST_REDIS_ADDR (default
-// 127.0.0.1:6379); each test claims a free database among 2–15 with a lock
-// key, so packages tested in parallel never share one, and flushes it when
-// done.
+// own, on a redis-server the test binary started itself: Main (called from
+// the package's TestMain) runs one private redis-server per test binary on a
+// free port of 127.0.0.1 (see internal/redisserver) and kills it when the
+// tests end. New hands each test a database of that server. No test ever
+// connects to a Redis it did not start (a developer's Redis on 6379 keeps
+// its data).
 package redistest
 
 import (
@@ -24,9 +26,18 @@ import (
 	"github.com/otpq/otpq/internal/redisserver"
 )
 
-const lockKey = "otpq:test:db-lock"
+// databases is how many databases the binary's server has: enough for
+// every parallel test of a package to hold one.
+const databases = 64
 
-// DB is a claimed Redis database.
+// binary is the test binary's own server, set by Main.
+var binary struct {
+	mu     sync.Mutex
+	server *redisserver.Server
+	free   chan int // database numbers not held by a test
+}
+
+// DB is a database of the test binary's own Redis, held by one test.
 type DB struct {
 	Addr   string
 	Number int
@@ -36,53 +47,80 @@ type DB struct {
 // URL is the redis:// URL of the database.
 func (d *DB) URL() string { return fmt.Sprintf("redis://%s/%d", d.Addr, d.Number) }
 
-// Addr is the address integration tests use.
-func Addr() string {
-	if a := os.Getenv("OTPQ_TEST_REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6379"
+// Main runs the package's tests against a redis-server of their own:
+// call it from TestMain,
+//
+//	func TestMain(m *testing.M) { redistest.Main(m) }
+//
+// It starts the server on a free port (its data in a temporary directory,
+// no persistence), runs m, stops the server and exits with m's code. It
+// exits 1, saying why, when redis-server does not start (.ci/ensure-redis
+// installs it).
+func Main(m *testing.M) {
+	os.Exit(run(m))
 }
 
-// New claims an empty database for t and flushes it at cleanup. It fails
-// the test (it does not skip it) when Redis does not answer: integration
-// tests are part of the suite, and .ci/run starts a Redis.
+func run(m *testing.M) int {
+	s, err := redisserver.Start(context.Background(), redisserver.Config{
+		Args: []string{"--databases", strconv.Itoa(databases)},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "redistest: the tests' own redis-server did not start: %v\n", err)
+		return 1
+	}
+	defer s.Stop()
+	free := make(chan int, databases)
+	for n := range databases {
+		free <- n
+	}
+	binary.mu.Lock()
+	binary.server, binary.free = s, free
+	binary.mu.Unlock()
+	return m.Run()
+}
+
+// Addr is the address of the test binary's own Redis, "" before Main
+// started it.
+func Addr() string {
+	binary.mu.Lock()
+	defer binary.mu.Unlock()
+	if binary.server == nil {
+		return ""
+	}
+	return binary.server.Addr
+}
+
+// New hands t an empty database of the test binary's own Redis, held by t
+// alone until its end, and flushes it at cleanup. It fails the test when
+// the package's TestMain does not call Main, or when every database stays
+// held for 2 minutes.
 func New(t testing.TB) *DB {
 	t.Helper()
-	addr := Addr()
-	ctx := context.Background()
-	locks := redis.NewClient(&redis.Options{Addr: addr, DB: 1})
-	defer locks.Close()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		for n := 2; n <= 15; n++ {
-			key := fmt.Sprintf("%s:%d", lockKey, n)
-			ok, err := locks.SetNX(ctx, key, t.Name(), 10*time.Minute).Result()
-			if err != nil {
-				t.Fatalf("redistest: Redis at %s does not answer (%v); start one with `redis-server` or set OTPQ_TEST_REDIS_ADDR", addr, err)
-			}
-			if !ok {
-				continue
-			}
-			c := redis.NewClient(&redis.Options{Addr: addr, DB: n})
-			if err := c.FlushDB(ctx).Err(); err != nil {
-				t.Fatalf("redistest: flush db %d: %v", n, err)
-			}
-			t.Cleanup(func() {
-				bg := context.Background()
-				c.FlushDB(bg)
-				c.Close()
-				l := redis.NewClient(&redis.Options{Addr: addr, DB: 1})
-				l.Del(bg, key)
-				l.Close()
-			})
-			return &DB{Addr: addr, Number: n, Client: c}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: no free database among 2-15 on %s for 2 minutes", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+	binary.mu.Lock()
+	s, free := binary.server, binary.free
+	binary.mu.Unlock()
+	if s == nil {
+		t.Fatalf("redistest: no Redis of the tests' own: add `func TestMain(m *testing.M) { redistest.Main(m) }` to this package's tests")
 	}
+	var n int
+	select {
+	case n = <-free:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("redistest: all %d databases of %s held for 2 minutes", databases, s.Addr)
+	}
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DB: n})
+	if err := c.FlushDB(ctx).Err(); err != nil {
+		c.Close()
+		free <- n
+		t.Fatalf("redistest: flush db %d of %s: %v", n, s.Addr, err)
+	}
+	t.Cleanup(func() {
+		c.FlushDB(context.Background())
+		c.Close()
+		free <- n
+	})
+	return &DB{Addr: s.Addr, Number: n, Client: c}
 }
 
 // StartServer runs a redis-server of t's own on a free port (see
@@ -249,4 +287,47 @@ func readCommand(r *bufio.Reader) (raw []byte, args []string, err error) {
 		args = append(args, string(buf[:size]))
 	}
 	return raw, args, nil
+}
+
+// Cluster is a Redis Cluster of t's own (StartCluster).
+type Cluster struct {
+	// Masters hold the slots, in slot order; Replicas[i] replicates
+	// Masters[i % len(Masters)].
+	Masters, Replicas []*redisserver.Server
+}
+
+// Seeds are the addresses of every node, masters first, for a
+// redis-cluster:// URL or redis.ClusterOptions.Addrs.
+func (c *Cluster) Seeds() []string {
+	var out []string
+	for _, s := range append(append([]*redisserver.Server(nil), c.Masters...), c.Replicas...) {
+		out = append(out, s.Addr)
+	}
+	return out
+}
+
+// URL is the redis-cluster:// URL naming every node.
+func (c *Cluster) URL() string { return "redis-cluster://" + strings.Join(c.Seeds(), ",") }
+
+// StartCluster runs a Redis Cluster of masters masters, each with
+// replicas replicas, on free ports with their data in t.TempDir(): the
+// slots split evenly in order, as redis-cli --cluster create splits them
+// (3 masters: 0-5460, 5461-10922, 10923-16383). args are extra
+// redis-server arguments of every node (e.g. "--cluster-node-timeout",
+// "1000": how long a master may be unreachable before its replica takes
+// over, 15 s by default). It returns once every node sees the cluster ok
+// with every replica attached, and stops the nodes at the end of t.
+func StartCluster(t testing.TB, masters, replicas int, args ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{}
+	for range masters {
+		c.Masters = append(c.Masters, StartServerConfig(t, redisserver.Config{Cluster: true, Args: args}))
+	}
+	for range masters * replicas {
+		c.Replicas = append(c.Replicas, StartServerConfig(t, redisserver.Config{Cluster: true, Args: args}))
+	}
+	if err := redisserver.FormCluster(context.Background(), c.Masters, c.Replicas); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return c
 }

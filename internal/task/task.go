@@ -124,6 +124,22 @@ func ParseCodeValue(v string) (code, sealed string, err error) {
 // ErrBadPayload and never contain the code.
 func Decode(b []byte) (Payload, error) {
 	var p Payload
+	if !fastDecode(b, &p) {
+		var err error
+		if p, err = decodeJSON(b); err != nil {
+			return Payload{}, err
+		}
+	}
+	if err := check(p); err != nil {
+		return Payload{}, err
+	}
+	return p, nil
+}
+
+// decodeJSON is Decode's parse by encoding/json: the reference fastDecode
+// follows, and the path of every payload fastDecode declines.
+func decodeJSON(b []byte) (Payload, error) {
+	var p Payload
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
@@ -142,27 +158,32 @@ func Decode(b []byte) (Payload, error) {
 	if dec.More() {
 		return Payload{}, fmt.Errorf("%w: trailing data after JSON object", ErrBadPayload)
 	}
+	return p, nil
+}
+
+// check refuses a decoded payload that is not one a producer writes.
+func check(p Payload) error {
 	switch {
 	case p.V != Version && p.V != VersionSealed && p.V != VersionCodeKey:
-		return Payload{}, fmt.Errorf("%w: unsupported version %d (this build reads %d to %d)", ErrBadPayload, p.V, Version, VersionCodeKey)
+		return fmt.Errorf("%w: unsupported version %d (this build reads %d to %d)", ErrBadPayload, p.V, Version, VersionCodeKey)
 	case p.Scrubbed:
-		return Payload{}, fmt.Errorf("%w: the code was scrubbed when the task finished; it cannot be sent again", ErrBadPayload)
+		return fmt.Errorf("%w: the code was scrubbed when the task finished; it cannot be sent again", ErrBadPayload)
 	case p.To == "":
-		return Payload{}, fmt.Errorf("%w: missing to", ErrBadPayload)
+		return fmt.Errorf("%w: missing to", ErrBadPayload)
 	case p.V == Version && p.Sealed != "":
-		return Payload{}, fmt.Errorf("%w: version %d cannot carry a sealed code", ErrBadPayload, Version)
+		return fmt.Errorf("%w: version %d cannot carry a sealed code", ErrBadPayload, Version)
 	case p.V == VersionSealed && (p.Sealed == "" || p.Code != ""):
-		return Payload{}, fmt.Errorf("%w: version %d needs a sealed code and no plaintext code", ErrBadPayload, VersionSealed)
+		return fmt.Errorf("%w: version %d needs a sealed code and no plaintext code", ErrBadPayload, VersionSealed)
 	case p.V == VersionCodeKey && (p.Code != "" || p.Sealed != ""):
-		return Payload{}, fmt.Errorf("%w: version %d carries no code (it is in the code key)", ErrBadPayload, VersionCodeKey)
+		return fmt.Errorf("%w: version %d carries no code (it is in the code key)", ErrBadPayload, VersionCodeKey)
 	case p.V == Version && p.Code == "":
-		return Payload{}, fmt.Errorf("%w: missing code", ErrBadPayload)
+		return fmt.Errorf("%w: missing code", ErrBadPayload)
 	case p.Template.ID == "":
-		return Payload{}, fmt.Errorf("%w: missing template.id", ErrBadPayload)
+		return fmt.Errorf("%w: missing template.id", ErrBadPayload)
 	case p.ExpiresAt.IsZero():
-		return Payload{}, fmt.Errorf("%w: missing expires_at", ErrBadPayload)
+		return fmt.Errorf("%w: missing expires_at", ErrBadPayload)
 	}
-	return p, nil
+	return nil
 }
 
 func jsonErrText(err error) string {
@@ -178,12 +199,9 @@ type Result struct {
 	SendChannel string    `json:"send_channel"`
 	Attempts    int       `json:"attempts"`
 	SentAt      time.Time `json:"sent_at"`
-	// Outcome is outcome.Delivered, or outcome.AcceptedUnconfirmed when the
+	// Outcome is outcome.Accepted, or outcome.AcceptedUnconfirmed when the
 	// provider answered 2xx without a readable message_id (the code was
-	// taken and is not sent again). Empty in results of older workers:
-	// delivered.
+	// taken and is not sent again). Older workers wrote "delivered" or
+	// nothing for Accepted: read it with outcome.Parse.
 	Outcome outcome.Outcome `json:"outcome,omitempty"`
 }
-
-// Languages are the template languages the API accepts.
-var Languages = []string{"default", "zh_CN", "zh_HK", "en", "ja", "th", "es"}
