@@ -34,7 +34,7 @@ func shardsPerMaster(class string, n, masters int) []int {
 
 // busiestHeld is the most shards of one class any master holds, over both
 // classes: the busiest master's part of a class's load is busiestHeld/n
-// when tasks spread evenly over the shards (FNV-1a of the task ID).
+// when tasks spread evenly over the shards (xxHash64 of the task ID).
 func busiestHeld(n, masters int) int {
 	m := 0
 	for _, c := range shard.Classes {
@@ -277,7 +277,7 @@ func (r *report) writeModel(w func(string, ...any)) {
 			"the cluster client splits each pipeline by node, and each master, at a third of the load, likely runs fewer commands per pass of its event loop. "+
 			"The model takes the sharded figure, the higher one here.\n\n", fmtDur(oneCPU), fmtDur(oneWorker), oneTrips, trips)
 	}
-	w("Tasks spread evenly over a class's N shards (FNV-1a of the task ID), so the busiest master carries held ÷ N of the load, where held is the most shards of a class on one master: "+
+	w("Tasks spread evenly over a class's N shards (xxHash64 of the task ID), so the busiest master carries held ÷ N of the load, where held is the most shards of a class on one master: "+
 		"⌈N/k⌉ at best on k masters, and what the shard names' slots give under redis-cli's even slot split (below, computed from `internal/shard`'s names). "+
 		"Redis-bound deliveries/s = %s × N ÷ held.\n\n", fmtRate(perMaster))
 	w("| masters |")

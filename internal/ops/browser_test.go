@@ -251,9 +251,9 @@ func TestBrowserTaskSummaries(t *testing.T) {
 // TestBrowserTaskSummariesSharded: the same with 4 shards, both tasks in
 // shards other than shard 0 (critical-1dp, critical-2ds).
 func TestBrowserTaskSummariesSharded(t *testing.T) {
-	require.Equal(t, "critical-1dp", shard.Queue(task.QueueCritical, "myid-2", 4))
-	require.Equal(t, "critical-2ds", shard.Queue(task.QueueCritical, "myid-3", 4))
-	testBrowserTaskSummaries(t, 4, "myid-2", "myid-3")
+	require.Equal(t, "critical-1dp", shard.Queue(task.QueueCritical, "myid-5", 4))
+	require.Equal(t, "critical-2ds", shard.Queue(task.QueueCritical, "myid-4", 4))
+	testBrowserTaskSummaries(t, 4, "myid-5", "myid-4")
 }
 
 // testBrowserTaskSummaries: the delivered task's ID is deliveredID, the

@@ -91,8 +91,8 @@ func TestSetKeepsServingEarlierShards(t *testing.T) {
 	l, err = shard.Check(ctx, db.Client, 4)
 	require.NoError(t, err)
 	require.Equal(t, 16, l.Served)
-	// "task-1" is on shard 2 of 4, 6 of 16, 0 of 1: looked up in that order.
-	require.Equal(t, []string{"critical-2ds", shard.Name("critical", 6), "critical"}, l.Queues("critical", "task-1"))
+	// "task-1" is on shard 1 of 4, 5 of 16, 0 of 1: looked up in that order.
+	require.Equal(t, []string{"critical-1dp", shard.Name("critical", 5), "critical"}, l.Queues("critical", "task-1"))
 	l, err = shard.Set(ctx, db.Client, 16)
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 4, 16}, l.Counts, "the current count last")
