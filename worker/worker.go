@@ -498,14 +498,9 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task, id, queue string, r
 	log := newTaskLog(w.log, "task_id", id, "attempt", attempt)
 	span := tracing.NoSpan()
 	if tracing.Enabled && !w.tracer.Off() {
-		var opts []trace.SpanStartOption
-		ctx, opts = tracing.Follows(ctx, tracing.FromHeaders(t.Headers()), deliverSpan)
-		ctx, span = w.tracer.Start(ctx, tracing.SpanDeliver, opts...)
+		ctx, span = w.startAttempt(ctx, t, id, queue, attempt)
 	}
 	traced := tracing.Enabled && span.IsRecording()
-	if traced {
-		span.SetAttributes(tracing.TaskID.String(id), tracing.Queue.String(queue), tracing.Attempt.Int(attempt))
-	}
 
 	var p task.Payload
 	done := outcome.Accepted // or AcceptedUnconfirmed or AlreadyAccepted, for record
@@ -529,10 +524,7 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task, id, queue string, r
 	log = log.With("to", maskedTo(p.To), "template", p.Template.ID)
 	now := w.now()
 	if traced {
-		span.SetAttributes(tracing.To.String(redact.Destination(p.To)), tracing.Template.String(p.Template.ID))
-		if !p.CreatedAt.IsZero() {
-			span.SetAttributes(tracing.QueueWait.Int64(now.Sub(p.CreatedAt).Milliseconds()))
-		}
+		traceDecoded(span, &p, now)
 	}
 	if !now.Before(p.ExpiresAt) {
 		log = log.With("expired_for", now.Sub(p.ExpiresAt).Round(time.Millisecond).String())
@@ -582,7 +574,7 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task, id, queue string, r
 			done = outcome.AcceptedUnconfirmed
 		}
 		if traced {
-			span.SetAttributes(tracing.MessageID.String(resp.MessageID), tracing.Channel.String(resp.SendChannel))
+			traceAccepted(span, resp)
 		}
 		store := func() error { return w.accepted(ctx, queue, id, p, resp, attempt, done) }
 		if werr := store(); werr != nil {
