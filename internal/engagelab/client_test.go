@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 const canaryCode = "CANARY-739184"
@@ -161,6 +162,53 @@ func TestSendTimeoutIsOutcomeUnknown(t *testing.T) {
 	require.True(t, te.Sent, "a request that timed out may have been delivered")
 	require.True(t, te.Timeout())
 	require.Equal(t, int64(1), b.calls.Load(), "the client never retries")
+}
+
+// Config.Timeout bounds the whole request, the body included, whatever the
+// Transport: a provider that sends its headers and then stalls mid-body
+// cannot hold a worker's slot. Send bounds it with a context deadline (the
+// http.Client has no Timeout of its own), so the check covers a Transport
+// of the caller's (no ResponseHeaderTimeout) and the traced one.
+func TestSendTimeoutCoversTheBody(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"default transport":  func(*Config) {},
+		"caller's transport": func(c *Config) { c.Transport = http.DefaultTransport.(*http.Transport).Clone() },
+		"traced transport":   func(c *Config) { c.TracerProvider = tracenoop.NewTracerProvider() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			b := setup(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				_, _ = io.WriteString(w, `{"message_id":`)
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}, func(c *Config) { c.Timeout = 200 * time.Millisecond; mod(c) })
+			defer close(release)
+			type result struct {
+				resp *Response
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := b.client.Send(context.Background(), sampleRequest())
+				done <- result{resp, err}
+			}()
+			select {
+			case r := <-done:
+				// The provider took the code (200) but its answer never
+				// finished: a send not to repeat, never a confirmed one.
+				require.NoError(t, r.err)
+				require.NotEmpty(t, r.resp.Unconfirmed)
+				require.Empty(t, r.resp.MessageID)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Send still waiting on a stalled body 10 s after its 200 ms timeout")
+			}
+		})
+	}
 }
 
 func TestSendConnectionRefusedIsNotSent(t *testing.T) {
