@@ -101,6 +101,10 @@ type Client struct {
 	auth    string
 	timeout time.Duration
 	http    *http.Client
+	// traced is http with a client span per request (otelhttp), used for
+	// requests made inside a recording span; nil without a TracerProvider
+	// and in the otpq_notrace build.
+	traced *http.Client
 }
 
 // New returns a Client. It fails with a *ConfigError when a credential is
@@ -138,10 +142,7 @@ func New(cfg Config) (*Client, error) {
 		t.ResponseHeaderTimeout = timeout
 		rt = t
 	}
-	if cfg.TracerProvider != nil {
-		rt = traced(rt, cfg.TracerProvider)
-	}
-	return &Client{
+	c := &Client{
 		url:     strings.TrimRight(u.String(), "/") + "/v1/codes",
 		auth:    "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.DevKey+":"+cfg.DevSecret)),
 		timeout: timeout,
@@ -158,7 +159,11 @@ func New(cfg Config) (*Client, error) {
 			// 3xx itself into a *RedirectError.
 			return http.ErrUseLastResponse
 		}},
-	}, nil
+	}
+	if cfg.TracerProvider != nil {
+		c.traced = tracedClient(c.http, cfg.TracerProvider)
+	}
+	return c, nil
 }
 
 // Template selects the message template of a send.
@@ -285,7 +290,7 @@ func (c *Client) Send(ctx context.Context, req Request) (*Response, error) {
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("Authorization", c.auth)
-	resp, err := c.http.Do(hreq)
+	resp, err := c.client(ctx).Do(hreq)
 	if err != nil {
 		return nil, &TransportError{Sent: !neverSent(err), Err: scrubbedError{text: providerText(err.Error(), req, MaxMessageText), err: err}}
 	}

@@ -3,6 +3,7 @@
 package engagelab
 
 import (
+	"context"
 	"net/http"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -11,27 +12,29 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// traced is rt with a client span (otelhttp) for each request made inside
-// a recording span of tp.
-func traced(rt http.RoundTripper, tp trace.TracerProvider) http.RoundTripper {
-	return tracedTransport{plain: rt, traced: otelhttp.NewTransport(rt,
+// tracedClient is plain with a client span (otelhttp) of tp for each
+// request: the same transport (connection pool), wrapped.
+func tracedClient(plain *http.Client, tp trace.TracerProvider) *http.Client {
+	c := *plain
+	c.Transport = otelhttp.NewTransport(plain.Transport,
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(propagation.TraceContext{}),
 		otelhttp.WithMeterProvider(noop.NewMeterProvider()), // metrics stay Prometheus
 		// The semantic conventions' name of a client span without a
 		// URL template: the method alone.
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
-	)}
+	)
+	return &c
 }
 
-// tracedTransport sends a request through traced (otelhttp) when it is
-// made inside a recording span, through plain otherwise: with tracing off
-// a request costs one context lookup more.
-type tracedTransport struct{ plain, traced http.RoundTripper }
-
-func (t tracedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if trace.SpanFromContext(r.Context()).IsRecording() {
-		return t.traced.RoundTrip(r)
+// client is the HTTP client of a request made with ctx: the traced one
+// inside a recording span, the plain one otherwise. A request sent with
+// tracing off goes straight to the transport: no wrapper in its stack (it
+// is copied whenever the goroutine's stack grows) and net/http's
+// context-based cancellation, which it uses only for an *http.Transport.
+func (c *Client) client(ctx context.Context) *http.Client {
+	if c.traced != nil && trace.SpanFromContext(ctx).IsRecording() {
+		return c.traced
 	}
-	return t.plain.RoundTrip(r)
+	return c.http
 }
