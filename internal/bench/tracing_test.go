@@ -152,7 +152,7 @@ func TestTracingTarget(t *testing.T) {
 	ts := r.tracingTargets()
 	require.Len(t, ts, 1)
 	require.True(t, ts[0].met)
-	require.Equal(t, "critical 0.98× (985/s vs 1,000/s); bulk 1.01× (1,010/s vs 1,000/s)", ts[0].measured)
+	require.Equal(t, "e2e delivered/s critical 0.98× (985/s vs 1,000/s); bulk 1.01× (1,010/s vs 1,000/s)", ts[0].measured)
 	require.Contains(t, ts[0].bound, "critical 290 µs vs 280 µs (+3.6%)")
 	r.tracing[2] = mk("bulk", false, 979)
 	require.False(t, r.tracingTargets()[0].met)
